@@ -14,8 +14,8 @@ import os
 import shutil
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -206,7 +206,7 @@ def build(name: str, arch: str, *, force: bool = False, progress: Progress = pri
             source=f"built from {recipe.mirror} {recipe.suite}",
             key=recipe.cache_key(arch),
             path=final,
-            built_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             build_seconds=round(time.monotonic() - started, 1),
         )
         (work / "image.json").write_text(image.model_dump_json(exclude={"path"}, indent=2))
@@ -343,7 +343,7 @@ def pull(url: str, checksums_url: str, name: str, arch: str, progress: Progress 
             )
         image = Image(
             name=name, arch=arch, source=url, key=expected[:16], path=target_dir,
-            built_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             build_seconds=round(time.monotonic() - started, 1),
         )
         (work / "image.json").write_text(image.model_dump_json(exclude={"path"}, indent=2))
