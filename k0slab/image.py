@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import arch as archmod
+from .checksums import checksum_for
 from .errors import K0slabError
 from .paths import GUEST_FILES_DIR, IMAGES_DIR, cache_home
 from .proc import require_tool, run
@@ -320,7 +321,7 @@ def pull(url: str, checksums_url: str, name: str, arch: str, progress: Progress 
             sums_text = response.read().decode()
     except OSError as exc:
         raise K0slabError(f"cannot download checksums {checksums_url}: {exc}", "check the URL and network") from None
-    expected = _checksum_for(sums_text, file_name)
+    expected = checksum_for(sums_text, file_name)
     if expected is None:
         raise K0slabError(f"{checksums_url} lists no checksum for {file_name!r}", "check the image URL")
     algorithm = "sha512" if len(expected) == 128 else "sha256"
@@ -353,14 +354,3 @@ def pull(url: str, checksums_url: str, name: str, arch: str, progress: Progress 
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-
-
-def _checksum_for(sums_text: str, file_name: str) -> str | None:
-    """Both `sha256sum` lines (`<hex> [*]name`) and BSD-style `SHA256 (name) = <hex>` lines."""
-    for line in sums_text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("*") == file_name:
-            return parts[0].lower()
-        if len(parts) == 4 and parts[1] == f"({file_name})" and parts[2] == "=":
-            return parts[3].lower()
-    return None
