@@ -51,6 +51,9 @@ def host_up(netns: str = DEFAULT_NETNS) -> str:
     for tool, package in (("libvirtd", "libvirt-daemon-system"), ("virtlogd", "libvirt-daemon-system"),
                           ("ip", "iproute2"), ("virsh", "libvirt-clients")):
         require_tool(tool, package)
+    ours = any(_running(_pidfile(d, netns)) for d in ("virtlogd", "libvirtd"))
+    if not ours and libvirt_answers():
+        return "libvirt is already running (not started by k0slab): nothing to do"
     if not Path(f"/run/netns/{netns}").exists():
         run(["ip", "netns", "add", netns], what=f"creating network namespace {netns}")
     run(["ip", "-n", netns, "link", "set", "lo", "up"], what="bringing up loopback in the namespace")

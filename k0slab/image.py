@@ -198,7 +198,8 @@ def build(name: str, arch: str, *, force: bool = False, progress: Progress = pri
         with open(raw, "wb") as handle:
             handle.truncate(parse_size(recipe.disk_size))
         run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-d", rootfs, raw], what="mkfs.ext4", log=log)
-        run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, work / "base.qcow2"], what="qemu-img convert", log=log)
+        run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, work / "base.qcow2"],
+            what="qemu-img convert", log=log)
         raw.unlink()
         shutil.rmtree(rootfs)
         image = Image(

@@ -13,15 +13,17 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
 from .errors import K0slabError
-from .paths import labs_dir, vm_disks_dir
+from .paths import data_home, labs_dir, vm_disks_dir
 
 STATE_VERSION = 1
+LOCK_WAIT_S = 30.0
 _LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
 
 
@@ -140,9 +142,16 @@ class LabDir:
         # QEMU's user must reach the overlays; listing the folder is not needed.
         self.disks_dir.chmod(0o711)
 
+    @property
+    def lock_file(self) -> Path:
+        # Outside the lab folder, so that taking the lock for a command that then fails on bad
+        # input creates no lab folder.
+        return data_home() / "locks" / f"{self.name}.lock"
+
     def remove(self) -> None:
         shutil.rmtree(self.disks_dir, ignore_errors=True)
         shutil.rmtree(self.path, ignore_errors=True)
+        self.lock_file.unlink(missing_ok=True)
 
     def load(self) -> LabState:
         if not self.state_file.is_file():
@@ -165,22 +174,27 @@ class LabDir:
         write_private(self.state_file, state.model_dump_json(indent=2))
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the lab's lock: two commands on one lab would race on libvirt and the state file."""
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock_path = self.path / ".lock"
-        with open(lock_path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                raise K0slabError(
-                    f"lab {self.name!r} is busy: another k0slab command (pid {holder}) is working on it",
-                    "wait for it to finish, or stop it",
-                ) from None
+    def locked(self, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+        """Hold the lab's lock: two commands on one lab would race on libvirt and the state file.
+        Short operations (a vm.launch creating its domain) queue briefly; a long holder is named."""
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_file, "a+") as handle:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        handle.seek(0)
+                        holder = handle.read().strip() or "unknown"
+                        raise K0slabError(
+                            f"lab {self.name!r} is busy: another k0slab command (pid {holder}) is working on it",
+                            "wait for it to finish, or stop it",
+                        ) from None
+                    time.sleep(0.2)
             handle.seek(0)
             handle.truncate()
             handle.write(str(os.getpid()))

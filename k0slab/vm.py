@@ -228,12 +228,10 @@ def launch(lab_name: str, request: VMRequest, *, progress: Progress = print, wai
            backend: VMBackend | None = None) -> NodeState:
     backend = backend or get_backend()
     lab = LabDir(lab_name)
+    # Validate against a throwaway state first, so bad input creates nothing.
+    existing = lab.load_or_none()
+    plan_node(existing or LabState(name=lab.name, subnet_index=1, network="", bridge=""), request)
     with lab.locked():
-        existing = lab.load_or_none()
-        # Validate against a throwaway state first, so bad input creates nothing.
-        probe_state = existing or LabState(name=lab.name, subnet_index=1, network="", bridge="")
-        plan_node(probe_state, request)
-        imagemod.load_recipe(request.image)
         state = open_or_create_lab(lab, backend)
         node = plan_node(state, request)
         progress(f"launching {node.name} ({node.arch}, {node.cpus} CPU, {node.memory_mib} MiB) at {node.ip}")
@@ -242,10 +240,11 @@ def launch(lab_name: str, request: VMRequest, *, progress: Progress = print, wai
         except BaseException:
             _forget(lab, state, node, backend)
             raise
-        if wait:
-            seconds = wait_for_ssh(lab, state, [node], backend)[node.name]
-            progress(f"{node.name} is up: SSH ready after {seconds:.1f}s")
-        return node
+    # Waiting needs no lock: other launches into the same lab can proceed meanwhile.
+    if wait:
+        seconds = wait_for_ssh(lab, state, [node], backend)[node.name]
+        progress(f"{node.name} is up: SSH ready after {seconds:.1f}s")
+    return node
 
 
 def _forget(lab: LabDir, state: LabState, node: NodeState, backend: VMBackend) -> None:

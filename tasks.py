@@ -1,0 +1,210 @@
+"""k0slab's command line: thin invoke tasks over the k0slab library.
+
+    invoke --list            all tasks
+    invoke --help lab.up     one task's options
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import sys
+from typing import Any
+from collections.abc import Callable
+
+from invoke import Collection, Exit, task
+
+from k0slab import arch as archmod
+from k0slab import hostenv
+from k0slab import image as imagemod
+from k0slab import ui
+from k0slab import vm as vmmod
+from k0slab.errors import K0slabError
+
+LAB_HELP = "lab name (default: default); several labs live side by side"
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn K0slabError into one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except K0slabError as error:
+            ui.error_console.print(ui.format_error(error), markup=False)
+            raise Exit(code=1) from None
+        except KeyboardInterrupt:
+            ui.error_console.print("interrupted: run the same command again to continue, or lab.down to clean up")
+            raise Exit(code=130) from None
+
+    return wrapper
+
+
+def remainder_argv() -> list[str]:
+    """Words after `--` on the command line, with their original quoting."""
+    return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+
+
+# --- image -----------------------------------------------------------------------------------
+
+
+@task(help={"image": "recipe name in images/ (default debian-12)", "arch": "amd64 or arm64 (default: host)",
+            "force": "rebuild even when cached"})
+@friendly
+def image_build(c, image="debian-12", arch=None, force=False):
+    """Build a VM image from the Debian mirror (cached by recipe hash; a cached run takes < 1 s)."""
+    built = imagemod.build(image, arch or archmod.host_arch(), force=force, progress=ui.progress)
+    ui.progress(f"image {built.name} {built.arch}: {built.path} (built {built.built_at} in {built.build_seconds}s)")
+
+
+@task(help={"json": "print JSON instead of a table"})
+@friendly
+def image_list(c, json=False):
+    """List cached images: name, arch, source, size, cache path, built at."""
+    rows = [
+        {"name": i.name, "arch": i.arch, "source": i.source, "size": f"{i.size_bytes / (1 << 20):.0f}M",
+         "path": str(i.path), "built_at": i.built_at}
+        for i in imagemod.list_images()
+    ]
+    ui.print_json(rows) if json else ui.table(rows, ["name", "arch", "source", "size", "path", "built_at"])
+
+
+@task(help={"url": "image URL", "checksums": "URL of the SHA256SUMS/SHA512SUMS file",
+            "name": "name to cache it under", "arch": "amd64 or arm64"})
+@friendly
+def image_pull(c, url, checksums, name="cloud", arch=None):
+    """Download a cloud image and verify it against its published checksum file."""
+    pulled = imagemod.pull(url, checksums, name, arch or archmod.host_arch(), progress=ui.progress)
+    ui.progress(f"image {pulled.name} {pulled.arch} verified and cached at {pulled.path}")
+
+
+# --- vm --------------------------------------------------------------------------------------
+
+
+@task(help={"name": "VM name (a hostname)", "cpus": "virtual CPUs", "memory": "e.g. 1G, 512M",
+            "disk": "disk size, e.g. 5G", "arch": "amd64 or arm64", "image": "image recipe", "lab": LAB_HELP})
+@friendly
+def vm_launch(c, name, cpus=1, memory="1G", disk="5G", arch=None, image="debian-12", lab="default"):
+    """Create and boot a VM, then wait until SSH works."""
+    request = vmmod.VMRequest(name=name, cpus=int(cpus), memory=memory, disk=disk,
+                              arch=arch or archmod.host_arch(), image=image)
+    vmmod.launch(lab, request, progress=ui.progress)
+
+
+@task(help={"lab": LAB_HELP, "json": "print JSON"})
+@friendly
+def vm_list(c, lab="default", json=False):
+    """List the lab's VMs: name, state, IPv4, image, arch."""
+    rows = vmmod.list_vms(lab)
+    ui.print_json(rows) if json else ui.table(rows, ["name", "state", "ipv4", "image", "arch"])
+
+
+@task(help={"name": "VM name", "lab": LAB_HELP, "json": "print JSON"})
+@friendly
+def vm_info(c, name, lab="default", json=False):
+    """Everything about one VM: state, addresses, resources, disk, console log path."""
+    details = vmmod.info(lab, name)
+    if json:
+        ui.print_json(details)
+    else:
+        for key, value in details.items():
+            ui.console.print(f"{key + ':':<13} {value}", markup=False)
+
+
+@task(name="exec", help={"name": "VM name", "lab": LAB_HELP})
+@friendly
+def vm_exec(c, name, lab="default"):
+    """Run a command on the VM: invoke vm.exec node1 -- uname -m (its exit code is propagated)."""
+    argv = remainder_argv()
+    if not argv:
+        raise K0slabError("no command given", "put it after --, e.g. invoke vm.exec node1 -- uname -m")
+    result = vmmod.runner(lab, name).run(shlex.join(argv), check=False)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
+@task(help={"name": "VM name", "lab": LAB_HELP})
+@friendly
+def vm_shell(c, name, lab="default"):
+    """An interactive root shell on the VM (OpenSSH, with a TTY)."""
+    from k0slab.ssh import interactive_argv
+
+    lab_dir, state = vmmod.load(lab)
+    node = vmmod.find_node(state, name)
+    argv = interactive_argv(node.ip, lab_dir.ssh_key, remainder_argv())
+    os.execvp(argv[0], argv)
+
+
+@task(help={"source": "./file or node1:/path", "target": "node1:/path or ./file", "lab": LAB_HELP})
+@friendly
+def vm_transfer(c, source, target, lab="default"):
+    """Copy a file between the host and a VM: invoke vm.transfer ./f node1:/tmp/f"""
+    ui.progress(vmmod.transfer(lab, source, target))
+
+
+@task(help={"name": "VM name", "lab": LAB_HELP, "force": "power off at once instead of a clean shutdown"})
+@friendly
+def vm_stop(c, name, lab="default", force=False):
+    """Shut the VM down (cleanly, then forced after 30 s)."""
+    vmmod.stop(lab, name, force=force)
+    ui.progress(f"{name} stopped")
+
+
+@task(help={"name": "VM name", "lab": LAB_HELP})
+@friendly
+def vm_start(c, name, lab="default"):
+    """Start a stopped VM and wait for SSH."""
+    vmmod.start(lab, name, progress=ui.progress)
+
+
+@task(help={"name": "VM name", "lab": LAB_HELP})
+@friendly
+def vm_restart(c, name, lab="default"):
+    """Stop then start the VM."""
+    vmmod.stop(lab, name)
+    vmmod.start(lab, name, progress=ui.progress)
+
+
+@task(help={"name": "VM name", "lab": LAB_HELP,
+            "purge": "also remove its console log, and the lab's network and folder when it was the last VM"})
+@friendly
+def vm_delete(c, name, lab="default", purge=False):
+    """Delete the VM: domain, disk and DHCP reservation."""
+    vmmod.delete(lab, name, purge=purge)
+    ui.progress(f"{name} deleted")
+
+
+# --- host (libvirt without systemd) ----------------------------------------------------------
+
+
+@task(help={"netns": "network namespace to create and run libvirtd in"})
+@friendly
+def host_up(c, netns=hostenv.DEFAULT_NETNS):
+    """Start libvirtd + virtlogd inside a network namespace (hosts without systemd, CI sandboxes)."""
+    ui.progress(hostenv.host_up(netns))
+
+
+@task(help={"netns": "the namespace host.up created"})
+@friendly
+def host_down(c, netns=hostenv.DEFAULT_NETNS):
+    """Stop the libvirtd/virtlogd that host.up started and delete its namespace."""
+    ui.progress(hostenv.host_down(netns))
+
+
+def _collection(name: str, *tasks: Any) -> Collection:
+    collection = Collection(name)
+    prefix = name + "_"
+    for item in tasks:
+        collection.add_task(item, name=item.name.removeprefix(prefix).replace("_", "-"))
+    return collection
+
+
+namespace = Collection()
+namespace.add_collection(_collection("image", image_build, image_list, image_pull))
+namespace.add_collection(_collection(
+    "vm", vm_launch, vm_list, vm_info, vm_exec, vm_shell, vm_transfer, vm_stop, vm_start, vm_restart, vm_delete,
+))
+namespace.add_collection(_collection("host", host_up, host_down))
