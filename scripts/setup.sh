@@ -10,6 +10,8 @@ packages=(
   # VMs: libvirt, QEMU for both arches, disk tools
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config qemu-system-x86 qemu-system-arm qemu-utils
   dnsmasq-base iproute2 iptables netcat-openbsd openssh-client openssl
+  # tests: ShellCheck for the workflow scripts (actionlint calls it)
+  shellcheck
   # offline images: mmdebstrap, mkfs.ext4 -d, foreign-arch builds through qemu-user
   mmdebstrap e2fsprogs eatmydata arch-test qemu-user-static binfmt-support
   # the virtualenv: libvirt-python builds against libvirt-dev
