@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from invoke import Collection, Exit, task
 
+from pathlib import Path
+
 from k0slab import arch as archmod
 from k0slab import hostenv
 from k0slab import image as imagemod
@@ -21,6 +23,7 @@ from k0slab import ui
 from k0slab import vm as vmmod
 from k0slab.errors import K0slabError
 
+ui.setup_logging()
 LAB_HELP = "lab name (default: default); several labs live side by side"
 
 
@@ -177,6 +180,96 @@ def vm_delete(c, name, lab="default", purge=False):
     ui.progress(f"{name} deleted")
 
 
+# --- lab ---------------------------------------------------------------------------------------
+
+
+def _lab(name: str):
+    from k0slab.lab import Lab
+
+    return Lab(name)
+
+
+@task(help={
+    "nodes": "number of nodes: node1 is the profile's controller, the rest workers",
+    "profile": "a profile name in profiles/ or a YAML file (default: default)",
+    "lab": LAB_HELP,
+    "k0s_version": "k0s release tag, e.g. v1.31.1+k0s.0, or 'stable' (default: the profile's)",
+    "k0s_binary": "use this local k0s binary instead of downloading one (air-gapped hosts, dev builds)",
+    "arch": "amd64 or arm64 for every node (overrides the profile)",
+    "cpus": "vCPUs per node", "memory": "memory per node, e.g. 2G", "disk": "disk per node, e.g. 5G",
+    "provider": "libvirt (default) or vagrant",
+    "dry_run": "print the plan (phases, nodes, IPs, k0s.yaml) and create nothing",
+})
+@friendly
+def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0s_binary=None, arch=None,
+           cpus=None, memory=None, disk=None, provider=None, dry_run=False):
+    """Bring up a k0s cluster in VMs: node1 controller+worker, the others workers. Safe to re-run."""
+    from k0slab.lab import UpOptions
+    from k0slab.profile import load_profile, with_overrides
+
+    chosen = with_overrides(
+        load_profile(profile), nodes=int(nodes) if nodes is not None else None, arch=arch,
+        cpus=int(cpus) if cpus is not None else None, memory=memory, disk=disk, k0s_version=k0s_version,
+        provider=provider,
+    )
+    binary = Path(k0s_binary).expanduser() if k0s_binary else None
+    _lab(lab).up(UpOptions(profile=chosen, k0s_binary=binary, dry_run=dry_run), ui.progress)
+
+
+@task(help={"lab": LAB_HELP})
+@friendly
+def lab_down(c, lab="default"):
+    """Remove the lab completely: VMs, network, disks, keys, kubeconfigs."""
+    _lab(lab).down(ui.progress)
+
+
+@task(help={"lab": LAB_HELP, "json": "print one JSON object"})
+@friendly
+def lab_status(c, lab="default", json=False):
+    """Nodes with role, IP, arch, VM state, k0s state, readiness and version."""
+    status = _lab(lab).status()
+    if json:
+        ui.print_json(status)
+        return
+    ui.table(status["nodes"], ["name", "role", "arch", "ip", "vm_state", "k0s_state", "ready", "version"],
+             title=f"lab {status['lab']} (k0s {status['k0s_version'] or '-'})")
+    if status["kubeconfig"]:
+        ui.console.print(f"kubeconfig: {status['kubeconfig']}", markup=False)
+
+
+@task(help={"lab": LAB_HELP})
+@friendly
+def lab_kubeconfig(c, lab="default"):
+    """Print the admin kubeconfig's path: export KUBECONFIG=$(invoke lab.kubeconfig)"""
+    print(_lab(lab).kubeconfig())
+
+
+@task(help={"node": "node name", "lab": LAB_HELP})
+@friendly
+def lab_ssh(c, node, lab="default"):
+    """A root shell on a node, or run a command: invoke lab.ssh node2 -- k0s status"""
+    argv = remainder_argv()
+    if argv:
+        vm_exec.body(c, node, lab=lab)
+    else:
+        vm_shell.body(c, node, lab=lab)
+
+
+@task(help={"node": "node name", "lab": LAB_HELP})
+@friendly
+def lab_logs(c, node, lab="default"):
+    """The k0s journal of a node (also saved in the lab's logs folder)."""
+    sys.stdout.write(_lab(lab).logs(node))
+
+
+@task(name="dump-logs", help={"dir": "folder to write into (created)", "lab": LAB_HELP})
+@friendly
+def lab_dump_logs(c, dir="out/logs", lab="default"):
+    """Console logs, k0s journals and state of every node into a folder CI can keep."""
+    for path in _lab(lab).dump_logs(Path(dir)):
+        ui.progress(f"wrote {path}")
+
+
 # --- host (libvirt without systemd) ----------------------------------------------------------
 
 
@@ -206,5 +299,8 @@ namespace = Collection()
 namespace.add_collection(_collection("image", image_build, image_list, image_pull))
 namespace.add_collection(_collection(
     "vm", vm_launch, vm_list, vm_info, vm_exec, vm_shell, vm_transfer, vm_stop, vm_start, vm_restart, vm_delete,
+))
+namespace.add_collection(_collection(
+    "lab", lab_up, lab_down, lab_status, lab_kubeconfig, lab_ssh, lab_logs, lab_dump_logs,
 ))
 namespace.add_collection(_collection("host", host_up, host_down))

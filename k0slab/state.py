@@ -47,10 +47,12 @@ class LabState(BaseModel):
     network: str
     bridge: str
     profile: str | None = None
+    provider: str = "libvirt"
     k0s_version: str | None = None
+    join_token_id: str | None = None
     nodes: dict[str, NodeState] = Field(default_factory=dict)
-    # Phases that completed, so a re-run of lab.up skips them (idempotence).
-    done: list[str] = Field(default_factory=list)
+    # Set when lab.up finished: a re-run with the same request only checks readiness.
+    up_fingerprint: str | None = None
 
     @property
     def gateway(self) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from typing import Any
@@ -15,6 +16,17 @@ from .errors import K0slabError
 console = Console(highlight=False, soft_wrap=True)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 _started = time.monotonic()
+
+
+def setup_logging() -> None:
+    """k0slab's retries and waits are logged at INFO, one line each; paramiko's own tracebacks for
+    connection attempts that k0slab retries anyway are noise."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(relativeCreated)9.0fms %(message)s"))
+    logger = logging.getLogger("k0slab")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 def progress(message: str) -> None:

@@ -71,14 +71,19 @@ def _allocation_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _subnets_in_use(backend: VMBackend) -> set[int]:
+def subnets_in_use(backend: VMBackend) -> set[int]:
+    """Subnets of every lab state, and of every k0slab network libvirt has (if it is reachable)."""
     used = set()
     for lab in all_labs():
         with contextlib.suppress(K0slabError):
             state = lab.load_or_none()
             if state is not None:
                 used.add(state.subnet_index)
-    for resource in backend.owned_resources() if isinstance(backend, LibvirtBackend) else []:
+    try:
+        owned = backend.owned_resources() if isinstance(backend, LibvirtBackend) else []
+    except K0slabError:
+        owned = []  # a dry run may plan without libvirt; creating anything connects for real
+    for resource in owned:
         if resource.kind == "network":
             match = re.search(r"10\.213\.(\d+)\.1'", backend.conn.networkLookupByName(resource.name).XMLDesc(0))
             if match:
@@ -92,7 +97,7 @@ def open_or_create_lab(lab: LabDir, backend: VMBackend, profile: str | None = No
     if existing is not None:
         return existing
     with _allocation_lock():
-        index = allocate_subnet(_subnets_in_use(backend))
+        index = allocate_subnet(subnets_in_use(backend))
         state = LabState(
             name=lab.name, subnet_index=index, network=network_name(lab.name), bridge=bridge_name(index),
             profile=profile,

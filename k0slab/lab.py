@@ -1,0 +1,541 @@
+"""A lab's whole lifecycle in a few verbs (the shape of kubetest2's deployer):
+up, down, is_up, status, kubeconfig, dump_logs.
+
+`up` is an ordered list of phases (see phases.py): resolve the k0s binary, create the network
+and VMs, wait for SSH, push binary and config, make the CA and join token, start the
+controller, start the workers, wait until the cluster is ready, fetch the kubeconfig.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import image as imagemod
+from . import pki
+from . import vm as vmmod
+from .backend import VMBackend
+from .errors import K0slabError
+from .k0s import bootstrap, release, token
+from .k0s.config import cluster_config, render
+from .network import allocate_subnet, node_ip
+from .phases import Phase, PhaseManager
+from .profile import CONTROLLER_ROLES, Profile
+from .remote import RemoteCommandError
+from .ssh import SSHNode
+from .state import LabDir, LabState, NodeState, write_private
+from .units import format_size, parse_size
+from .waits import NotYet, Requirement
+
+log = logging.getLogger("k0slab")
+Progress = Callable[[str], None]
+# QEMU's own memory per VM on top of the guest's (TCG translation cache and device state).
+QEMU_OVERHEAD_BYTES = 300 << 20
+JOIN_TOKEN_TTL = dt.timedelta(hours=2)
+
+
+@dataclass
+class UpOptions:
+    profile: Profile
+    k0s_binary: Path | None = None
+    dry_run: bool = False
+    # Appended to every new VM's kernel command line (fault injection in tests).
+    extra_cmdline: str = ""
+
+
+@dataclass
+class _Run:
+    """What the phases of one `up` share."""
+
+    options: UpOptions
+    state: LabState
+    version: str = ""
+    binaries: dict[str, Path] = field(default_factory=dict)  # arch -> k0s binary
+    binary_disks: dict[str, Path] = field(default_factory=dict)  # arch -> raw disk with the binary
+    new_nodes: list[NodeState] = field(default_factory=list)
+    join_token: str | None = None
+    ssh_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def host_memory_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Lab:
+    def __init__(self, name: str, backend: VMBackend | None = None) -> None:
+        self.dir = LabDir(name)
+        self.name = self.dir.name
+        self._backend = backend
+
+    @property
+    def backend(self) -> VMBackend:
+        if self._backend is None:
+            state = self.dir.load_or_none()
+            self._backend = vmmod.get_backend(state.provider if state else "libvirt")
+        return self._backend
+
+    # --- verbs -------------------------------------------------------------------------------
+    def up(self, options: UpOptions, progress: Progress) -> dict[str, float]:
+        """Bring the lab to a ready cluster; returns phase timings. Re-running on a ready lab is a no-op."""
+        profile = options.profile
+        existing = self.dir.load_or_none()
+        self._validate(options, existing)
+        if options.dry_run:
+            self._print_plan(options, existing, progress)
+            return {}
+        self._backend = self._backend or vmmod.get_backend(profile.provider)
+        with self.dir.locked():
+            state = existing or vmmod.open_or_create_lab(self.dir, self.backend, profile=profile.name)
+            state.profile, state.provider = profile.name, profile.provider
+            self.dir.save(state)
+            run = _Run(options=options, state=state)
+            if self._unchanged_and_ready(run, progress):
+                return {"check a ready lab": 0.0}
+            manager = PhaseManager(progress)
+            try:
+                manager.run(self._phases(run, progress))
+            finally:
+                write_private(
+                    self.dir.logs_dir / "up-timings.json",
+                    json.dumps({"phases": manager.timings, "ssh_ready_s": run.ssh_seconds}, indent=2),
+                    mode=0o644,
+                )
+            self._summary(state, progress)
+            return manager.timings
+
+    def down(self, progress: Progress) -> None:
+        """Remove everything of the lab: VMs, network, disks, keys, files. Safe on a half-made lab."""
+        state = self.dir.load_or_none() if self.dir.state_file.exists() else None
+        with self.dir.locked():
+            backend = self.backend
+            if state is not None:
+                with ThreadPoolExecutor(max_workers=max(1, len(state.nodes))) as pool:
+                    list(pool.map(lambda n: backend.delete_vm(self.dir, state, n), state.nodes.values()))
+                backend.remove_network(state)
+            # Anything libvirt holds for this lab that the state did not record (a crash between
+            # creating and saving) goes too.
+            for resource in backend.owned_resources():
+                if resource.lab == self.name:
+                    backend.remove_resource(resource)
+            self.dir.remove()
+        progress(f"lab {self.name} removed")
+
+    def is_up(self) -> bool:
+        state = self.dir.load_or_none()
+        if state is None or not self.dir.kubeconfig.exists():
+            return False
+        status = self.status()
+        return all(n["ready"] for n in status["nodes"])
+
+    def kubeconfig(self) -> Path:
+        if not self.dir.kubeconfig.exists():
+            raise K0slabError(
+                f"lab {self.name!r} has no kubeconfig yet", f"bring it up: invoke lab.up --lab {self.name}"
+            )
+        return self.dir.kubeconfig
+
+    def status(self) -> dict[str, Any]:
+        state = self.dir.load()
+        backend = self.backend
+        controller = self._controller_node(state)
+        vm_states = {n.name: backend.vm_state(state, n) for n in state.nodes.values()}
+
+        def k0s_state(node: NodeState) -> str:
+            if vm_states[node.name] != "Running":
+                return "-"
+            ssh = self.ssh(node)
+            try:
+                result = ssh.run(f"{bootstrap.K0S_BINARY} status", check=False, timeout=20)
+            except Exception as exc:  # noqa: BLE001 - any SSH failure means "unreachable", said as such
+                return f"unreachable ({type(exc).__name__})"
+            finally:
+                ssh.close()
+            if result.ok:
+                return "running"
+            return "not installed" if "not found" in result.stderr else "not running"
+
+        with ThreadPoolExecutor(max_workers=max(1, len(state.nodes))) as pool:
+            k0s_states = dict(zip(state.nodes, pool.map(k0s_state, state.nodes.values()), strict=True))
+        listed: dict[str, dict[str, Any]] = {}
+        if controller is not None and k0s_states.get(controller.name) == "running":
+            ssh = self.ssh(controller)
+            with contextlib.suppress(NotYet, RemoteCommandError, OSError):
+                listed = {item["metadata"]["name"]: item for item in bootstrap.nodes(ssh)}
+            ssh.close()
+        rows = []
+        for node in sorted(state.nodes.values(), key=lambda n: n.index):
+            item = listed.get(node.name)
+            ready, condition = bootstrap.node_ready(item) if item else (False, "not registered")
+            rows.append({
+                "name": node.name, "role": node.role, "arch": node.arch, "ip": node.ip,
+                "vm_state": vm_states[node.name], "k0s_state": k0s_states[node.name], "ready": ready,
+                "condition": condition,
+                "version": (item or {}).get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "-"),
+            })
+        return {
+            "lab": self.name, "profile": state.profile, "k0s_version": state.k0s_version,
+            "kubeconfig": str(self.dir.kubeconfig) if self.dir.kubeconfig.exists() else None,
+            "nodes": rows,
+        }
+
+    def logs(self, node_name: str) -> str:
+        state = self.dir.load()
+        node = vmmod.find_node(state, node_name)
+        ssh = self.ssh(node)
+        try:
+            text = bootstrap.journal(ssh)
+        finally:
+            ssh.close()
+        write_private(self.dir.logs_dir / f"{node_name}.k0s.log", text, mode=0o644)
+        return text
+
+    def dump_logs(self, folder: Path) -> list[Path]:
+        """Console logs, k0s journals and state of every node into `folder` (for CI artifacts)."""
+        state = self.dir.load()
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for node in state.nodes.values():
+            console = self.dir.console_log(node.name)
+            if console.exists():
+                written.append(Path(shutil.copy(console, folder / console.name)))
+            if self.backend.vm_state(state, node) == "Running":
+                with contextlib.suppress(Exception):
+                    target = folder / f"{node.name}.k0s.log"
+                    target.write_text(self.logs(node.name))
+                    written.append(target)
+        for extra in ("up-timings.json",):
+            source = self.dir.logs_dir / extra
+            if source.exists():
+                written.append(Path(shutil.copy(source, folder / extra)))
+        summary = folder / "state.json"
+        summary.write_text(state.model_dump_json(indent=2))
+        written.append(summary)
+        return written
+
+    def ssh(self, node: NodeState) -> SSHNode:
+        return SSHNode(node.name, node.ip, self.dir.ssh_key)
+
+    # --- validation (before anything is created) ---------------------------------------------
+    def _validate(self, options: UpOptions, existing: LabState | None) -> None:
+        profile = options.profile
+        if existing is not None and existing.profile not in (None, profile.name):
+            raise K0slabError(
+                f"lab {self.name!r} was made with profile {existing.profile!r}, not {profile.name!r}",
+                f"use another --lab name, or remove it first: invoke lab.down --lab {self.name}",
+            )
+        imagemod.load_recipe(profile.image)
+        if options.k0s_binary is None:
+            release.resolve_version(profile.k0s_version)
+        else:
+            for arch in {profile.node_arch(n) for n in profile.nodes}:
+                release.check_local_binary(options.k0s_binary, arch)
+        if existing is not None:
+            for spec in profile.nodes:
+                have = existing.nodes.get(spec.name)
+                if have is not None and have.role not in (spec.role, "none"):
+                    raise K0slabError(
+                        f"node {spec.name} is a {have.role} in lab {self.name!r}, the profile says {spec.role}",
+                        f"use another --lab name, or remove it first: invoke lab.down --lab {self.name}",
+                    )
+        new = [n for n in profile.nodes if existing is None or n.name not in existing.nodes]
+        needed = sum(parse_size(profile.node_memory(n)) + QEMU_OVERHEAD_BYTES for n in new)
+        available = host_memory_available()
+        if needed > available:
+            raise K0slabError(
+                f"profile {profile.name!r} needs {format_size(needed)} of memory for {len(new)} new VMs, "
+                f"the host has {format_size(available)} available",
+                "use fewer --nodes or a smaller --memory (k0s needs 1G per controller, 0.5G per worker)",
+            )
+
+    def _print_plan(self, options: UpOptions, existing: LabState | None, progress: Progress) -> None:
+        profile = options.profile
+        index = existing.subnet_index if existing else allocate_subnet(vmmod.subnets_in_use(self.backend))
+        controller_ip = (
+            existing.nodes[profile.controller.name].ip
+            if existing and profile.controller.name in existing.nodes else node_ip(index, 1)
+        )
+        progress(f"plan for lab {self.name} (profile {profile.name}, provider {profile.provider}); nothing is created")
+        progress("phases: " + " -> ".join(p.title for p in self._phases(None, progress)))
+        taken = {n.index for n in existing.nodes.values()} if existing else set()
+        for position, spec in enumerate(profile.nodes, start=1):
+            if existing and spec.name in existing.nodes:
+                ip, note = existing.nodes[spec.name].ip, "exists"
+            else:
+                host = next(i for i in range(position, 200) if i not in taken)
+                taken.add(host)
+                ip, note = node_ip(index, host), "new"
+            progress(
+                f"  {spec.name:<8} {spec.role:<18} {profile.node_arch(spec):<6} {profile.node_cpus(spec)} CPU "
+                f"{profile.node_memory(spec):>5} {profile.node_disk(spec):>5}  {ip}  ({note})"
+            )
+        progress("k0s.yaml:\n" + render(cluster_config(controller_ip, profile.k0s)))
+
+    # --- phases ------------------------------------------------------------------------------
+    def _phases(self, run: _Run | None, progress: Progress) -> list[Phase]:
+        """The bring-up; with run=None only the titles are used (dry run)."""
+        def bound(method: Callable[..., Any]) -> Callable[[], Any]:
+            return lambda: method(run, progress)
+
+        def check(method: Callable[..., bool]) -> Callable[[], bool]:
+            return lambda: method(run)
+
+        return [
+            Phase("resolve k0s binary", bound(self._resolve_binary)),
+            Phase("create network and VMs", bound(self._create_vms), check(self._vms_missing)),
+            Phase("wait for SSH", bound(self._wait_ssh)),
+            Phase("push k0s binary and config", bound(self._push)),
+            Phase("cluster CA and join token", bound(self._join_material), check(self._workers_to_join)),
+            Phase("install and start the controller", bound(self._start_controller)),
+            Phase("install and start workers", bound(self._start_workers), check(self._workers_to_join)),
+            Phase("wait for /readyz and every node Ready", bound(self._wait_ready)),
+            Phase("fetch the admin kubeconfig", bound(self._fetch_kubeconfig)),
+        ]
+
+    def _fingerprint(self, run: _Run) -> str:
+        """What a finished `up` was asked for: the profile and the k0s binary (by content)."""
+        binary = run.options.k0s_binary
+        source = hashlib.sha256(binary.read_bytes()).hexdigest() if binary else str(run.options.profile.k0s_version)
+        return hashlib.sha256((run.options.profile.model_dump_json() + source).encode()).hexdigest()
+
+    def _unchanged_and_ready(self, run: _Run, progress: Progress) -> bool:
+        """The fast path of a re-run: same request, every VM running, every node Ready: one SSH call."""
+        state = run.state
+        if state.up_fingerprint != self._fingerprint(run) or not self.dir.kubeconfig.exists():
+            return False
+        nodes = self._wanted_nodes(run) if all(n.name in state.nodes for n in run.options.profile.nodes) else []
+        if not nodes or any(self.backend.vm_state(state, n) != "Running" for n in nodes):
+            return False
+        ssh = self.ssh(self._controller_node(state))
+        try:
+            bootstrap.wait_nodes_ready(ssh, [n.name for n in nodes if n.role != "controller"])
+        except (NotYet, RemoteCommandError, OSError) as exc:
+            progress(f"lab {self.name} needs work: {exc}")
+            return False
+        finally:
+            ssh.close()
+        progress(f"lab {self.name} is up and unchanged: every node is Ready")
+        progress(f"export KUBECONFIG={self.dir.kubeconfig}")
+        return True
+
+    def _controller_node(self, state: LabState) -> NodeState | None:
+        return next((n for n in state.nodes.values() if n.role in CONTROLLER_ROLES), None)
+
+    def _resolve_binary(self, run: _Run, progress: Progress) -> None:
+        profile = run.options.profile
+        run.version = release.resolve_version(profile.k0s_version) if run.options.k0s_binary is None else ""
+        for arch in sorted({profile.node_arch(n) for n in profile.nodes}):
+            binary = release.binary_for(run.version or None, run.options.k0s_binary, arch, progress)
+            run.binaries[arch] = binary
+            run.binary_disks[arch] = self._binary_disk(binary, arch)
+            progress(f"    {arch}: {binary}")
+
+    def _binary_disk(self, binary: Path, arch: str) -> Path:
+        """A raw disk holding the binary, attached read-only to every VM of that arch: each node
+        copies k0s from it locally instead of receiving it through SSH encryption, which is
+        slow under emulation."""
+        disk = self.dir.disks_dir / f"k0s-{arch}.img"
+        data = binary.read_bytes()
+        padded = data + b"\0" * (-len(data) % 512)
+        if not disk.exists() or disk.read_bytes() != padded:
+            tmp = disk.with_suffix(".tmp")
+            tmp.write_bytes(padded)
+            tmp.chmod(0o644)
+            tmp.replace(disk)
+        return disk
+
+    def _vms_missing(self, run: _Run) -> bool:
+        state = run.state
+        wanted = {n.name for n in run.options.profile.nodes}
+        return any(
+            name not in state.nodes or self.backend.vm_state(state, state.nodes[name]) != "Running"
+            for name in wanted
+        )
+
+    def _create_vms(self, run: _Run, progress: Progress) -> None:
+        profile, state = run.options.profile, run.state
+        for spec in profile.nodes:
+            if spec.name in state.nodes:
+                # VMs made with vm.launch join the cluster in the role the profile gives them.
+                state.nodes[spec.name].role = spec.role
+                continue
+            run.new_nodes.append(vmmod.plan_node(state, vmmod.VMRequest(
+                name=spec.name, cpus=profile.node_cpus(spec), memory=profile.node_memory(spec),
+                disk=profile.node_disk(spec), arch=profile.node_arch(spec), image=profile.image, role=spec.role,
+            )))
+            state.nodes[spec.name] = run.new_nodes[-1]
+        disks = {arch: (str(path),) for arch, path in run.binary_disks.items()}
+        vmmod.create_nodes(self.dir, state, run.new_nodes, self.backend, progress, run.options.extra_cmdline, disks)
+        for node in state.nodes.values():
+            if node not in run.new_nodes and self.backend.vm_state(state, node) != "Running":
+                progress(f"    {node.name} was {self.backend.vm_state(state, node)}: starting it")
+                self.backend.start_vm(state, node)
+        for node in run.new_nodes:
+            progress(f"    {node.name}: {node.role}, {node.arch}, {node.ip}")
+
+    def _wanted_nodes(self, run: _Run) -> list[NodeState]:
+        return [run.state.nodes[n.name] for n in run.options.profile.nodes]
+
+    def _wait_ssh(self, run: _Run, progress: Progress) -> None:
+        run.ssh_seconds = vmmod.wait_for_ssh(
+            self.dir, run.state, self._wanted_nodes(run), self.backend,
+            timeout=run.options.profile.timeouts.boot,
+            on_ready=lambda node, seconds: progress(f"    {node.name}: SSH ready after {seconds:.1f}s"),
+        )
+
+    def _parallel(self, nodes: list[NodeState], work: Callable[[SSHNode, NodeState], Any]) -> list[Any]:
+        def one(node: NodeState) -> Any:
+            ssh = self.ssh(node)
+            try:
+                return work(ssh, node)
+            finally:
+                ssh.close()
+
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            return list(pool.map(one, nodes))
+
+    def _push(self, run: _Run, progress: Progress) -> None:
+        def push(ssh: SSHNode, node: NodeState) -> None:
+            binary = run.binaries[node.arch]
+            payload = bootstrap.BinaryPayload(hashlib.sha256(binary.read_bytes()).hexdigest(), binary.stat().st_size)
+            how = bootstrap.install_binary_from_disk(ssh, payload)
+            if how == "stale":
+                ssh.put_file(binary, bootstrap.K0S_BINARY, mode=0o755)
+                how = "sftp"
+            progress(f"    {node.name}: k0s {bootstrap.k0s_version(ssh)} ({how})")
+
+        self._parallel(self._wanted_nodes(run), push)
+        controller = self._controller_node(run.state)
+        ssh = self.ssh(controller)
+        try:
+            bootstrap.place_config(ssh, render(cluster_config(controller.ip, run.options.profile.k0s)))
+        finally:
+            ssh.close()
+        run.state.k0s_version = run.version or "local binary"
+        self.dir.save(run.state)
+
+    def _workers_to_join(self, run: _Run) -> bool:
+        workers = [n for n in self._wanted_nodes(run) if n.role == "worker"]
+        if not workers:
+            return False
+        installed = self._parallel(workers, lambda ssh, node: bootstrap.unit_installed(ssh, "worker"))
+        return not all(installed)
+
+    def _ca(self) -> tuple[bytes, bytes]:
+        cert, key = self.dir.pki_dir / "ca.crt", self.dir.pki_dir / "ca.key"
+        if not cert.exists():
+            cert_pem, key_pem = pki.create_ca()
+            write_private(key, key_pem)
+            write_private(cert, cert_pem, mode=0o644)
+        return cert.read_bytes(), key.read_bytes()
+
+    def _join_material(self, run: _Run, progress: Progress) -> None:
+        """A pre-shared worker token the controller learns from its manifests folder at start, so
+        workers can start joining while the controller is still coming up."""
+        controller = self._controller_node(run.state)
+        ca_cert, _ = self._ca()
+        token_id, secret = token.new_bootstrap_token()
+        expiry = dt.datetime.now(dt.UTC) + JOIN_TOKEN_TTL
+        manifest = token.bootstrap_secret_manifest(token_id, secret, "worker", expiry, "k0slab worker join")
+        ssh = self.ssh(controller)
+        try:
+            bootstrap.place_join_secret(ssh, token_id, manifest)
+        finally:
+            ssh.close()
+        run.state.join_token_id = token_id
+        self.dir.save(run.state)
+        run.join_token = token.worker_token(ca_cert, f"https://{controller.ip}:6443", token_id, secret)
+        progress(f"    join token {token_id} valid until {expiry:%H:%M} UTC (invalidated after the join)")
+
+    def _start_controller(self, run: _Run, progress: Progress) -> None:
+        controller = self._controller_node(run.state)
+        ssh = self.ssh(controller)
+        try:
+            if bootstrap.service_running(ssh):
+                progress(f"    {controller.name}: k0s already running")
+                return
+            if not bootstrap.unit_installed(ssh, controller.role):
+                cert, key = self._ca()
+                bootstrap.place_ca(ssh, cert, key)
+                bootstrap.install_controller(ssh, controller.role, controller.ip)
+            bootstrap.start(ssh)
+            progress(f"    {controller.name}: k0s {controller.role} started")
+        finally:
+            ssh.close()
+
+    def _start_workers(self, run: _Run, progress: Progress) -> None:
+        join_token = run.join_token
+
+        def join(ssh: SSHNode, node: NodeState) -> None:
+            if bootstrap.service_running(ssh):
+                return
+            if not bootstrap.unit_installed(ssh, "worker"):
+                if join_token is None:
+                    raise K0slabError(f"{node.name}: no join token made in this run", "run lab.up again")
+                bootstrap.install_worker(ssh, join_token, node.ip)
+            bootstrap.start(ssh)
+            progress(f"    {node.name}: k0s worker started, joining")
+
+        self._parallel([n for n in self._wanted_nodes(run) if n.role == "worker"], join)
+
+    def _wait_ready(self, run: _Run, progress: Progress) -> None:
+        controller = self._controller_node(run.state)
+        expected = [n.name for n in self._wanted_nodes(run) if n.role != "controller"]
+        timeout = run.options.profile.timeouts.ready
+        hint = f"k0s journals are saved in {self.dir.logs_dir} (invoke lab.logs NODE --lab {self.name})"
+        ssh = self.ssh(controller)
+        try:
+            try:
+                Requirement(f"the API server of {controller.name} to answer /readyz with ok", hint,
+                            timeout_s=timeout).wait(lambda: bootstrap.readyz(ssh))
+                listed = Requirement(f"nodes {', '.join(expected)} to be Ready", hint, timeout_s=timeout).wait(
+                    lambda: bootstrap.wait_nodes_ready(ssh, expected)
+                )
+            except K0slabError:
+                self._save_journals(run)
+                raise
+            for name in expected:
+                ip = bootstrap.internal_ip(listed[name])
+                if ip != run.state.nodes[name].ip:
+                    raise K0slabError(
+                        f"node {name} advertises INTERNAL-IP {ip}, not its lab IP {run.state.nodes[name].ip}",
+                        "kubelet must get --node-ip; check the unit's ExecStart with: invoke lab.ssh " + name,
+                    )
+            token_id = run.state.join_token_id
+            if token_id and not self._workers_to_join(run):
+                bootstrap.remove_join_secret(ssh, token_id)
+                run.state.join_token_id = None
+                self.dir.save(run.state)
+        finally:
+            ssh.close()
+
+    def _save_journals(self, run: _Run) -> None:
+        for node in self._wanted_nodes(run):
+            with contextlib.suppress(Exception):
+                self.logs(node.name)
+
+    def _fetch_kubeconfig(self, run: _Run, progress: Progress) -> None:
+        controller = self._controller_node(run.state)
+        ssh = self.ssh(controller)
+        try:
+            text = bootstrap.admin_kubeconfig(ssh, controller.ip, self.name)
+        finally:
+            ssh.close()
+        write_private(self.dir.kubeconfig, text)
+        run.state.up_fingerprint = self._fingerprint(run)
+        self.dir.save(run.state)
+
+    def _summary(self, state: LabState, progress: Progress) -> None:
+        for node in sorted(state.nodes.values(), key=lambda n: n.index):
+            progress(f"    {node.name:<8} {node.role:<18} {node.arch:<6} {node.ip}")
+        progress(f"lab {self.name} is ready: export KUBECONFIG={self.dir.kubeconfig}")
