@@ -270,6 +270,15 @@ def lab_dump_logs(c, dir="out/logs", lab="default"):
         ui.progress(f"wrote {path}")
 
 
+@task
+@friendly
+def lab_prune(c):
+    """Remove VMs, networks and folders k0slab created that no lab owns any more (after a crash)."""
+    from k0slab.lab import prune
+
+    prune(ui.progress)
+
+
 # --- host (libvirt without systemd) ----------------------------------------------------------
 
 
@@ -301,6 +310,6 @@ namespace.add_collection(_collection(
     "vm", vm_launch, vm_list, vm_info, vm_exec, vm_shell, vm_transfer, vm_stop, vm_start, vm_restart, vm_delete,
 ))
 namespace.add_collection(_collection(
-    "lab", lab_up, lab_down, lab_status, lab_kubeconfig, lab_ssh, lab_logs, lab_dump_logs,
+    "lab", lab_up, lab_down, lab_status, lab_kubeconfig, lab_ssh, lab_logs, lab_dump_logs, lab_prune,
 ))
 namespace.add_collection(_collection("host", host_up, host_down))

@@ -88,6 +88,19 @@ def host_up(netns: str = DEFAULT_NETNS) -> str:
     return f"libvirt in network namespace {netns}: {what} ({pids}); {kvm}; export K0SLAB_NETNS={netns}"
 
 
+def _destroy_all_domains() -> list[str]:
+    import libvirt
+
+    conn = libvirt.open(os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system"))
+    try:
+        running = [d for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
+        for domain in running:
+            domain.destroy()
+        return [f"VM {d.name()}" for d in running]
+    finally:
+        conn.close()
+
+
 def _kvm_is_broken() -> tuple[bool, str]:
     """(True, why) when /dev/kvm exists but the functional probe shows it does not work."""
     if not Path("/dev/kvm").exists():
@@ -104,6 +117,10 @@ def _kvm_is_broken() -> tuple[bool, str]:
 def host_down(netns: str = DEFAULT_NETNS) -> str:
     """Stop the daemons this module started (by their pidfiles) and delete the namespace."""
     stopped = []
+    if _running(_pidfile("libvirtd", netns)) is not None:
+        # QEMU processes outlive libvirtd: stop this private instance's VMs first, or they would
+        # keep running with no one to manage them.
+        stopped += _destroy_all_domains()
     for daemon in ("libvirtd", "virtlogd"):
         pidfile = _pidfile(daemon, netns)
         pid = _running(pidfile)

@@ -31,7 +31,8 @@ from .phases import Phase, PhaseManager
 from .profile import CONTROLLER_ROLES, Profile
 from .remote import RemoteCommandError
 from .ssh import SSHNode
-from .state import LabDir, LabState, NodeState, write_private
+from .paths import data_home, labs_dir, vm_disks_dir
+from .state import LabDir, LabState, NodeState, all_labs, write_private
 from .units import format_size, parse_size
 from .waits import NotYet, Requirement
 
@@ -98,6 +99,10 @@ class Lab:
         with self.dir.locked():
             state = existing or vmmod.open_or_create_lab(self.dir, self.backend, profile=profile.name)
             state.profile, state.provider = profile.name, profile.provider
+            for spec in profile.nodes:
+                if spec.name in state.nodes:
+                    # VMs made with vm.launch join the cluster in the role the profile gives them.
+                    state.nodes[spec.name].role = spec.role
             self.dir.save(state)
             run = _Run(options=options, state=state)
             if self._unchanged_and_ready(run, progress):
@@ -366,8 +371,6 @@ class Lab:
         profile, state = run.options.profile, run.state
         for spec in profile.nodes:
             if spec.name in state.nodes:
-                # VMs made with vm.launch join the cluster in the role the profile gives them.
-                state.nodes[spec.name].role = spec.role
                 continue
             run.new_nodes.append(vmmod.plan_node(state, vmmod.VMRequest(
                 name=spec.name, cpus=profile.node_cpus(spec), memory=profile.node_memory(spec),
@@ -539,3 +542,33 @@ class Lab:
         for node in sorted(state.nodes.values(), key=lambda n: n.index):
             progress(f"    {node.name:<8} {node.role:<18} {node.arch:<6} {node.ip}")
         progress(f"lab {self.name} is ready: export KUBECONFIG={self.dir.kubeconfig}")
+
+
+def prune(progress: Progress, backend: VMBackend | None = None) -> list[str]:
+    """Remove what k0slab created that no lab state owns (after a crash or a lost state file).
+    Only resources carrying k0slab's libvirt metadata, and k0slab's own folders, are touched."""
+    backend = backend or vmmod.get_backend()
+    owners: set[str] = set()
+    for folder in all_labs():
+        try:
+            if folder.load_or_none() is not None:
+                owners.add(folder.name)
+        except K0slabError:
+            pass  # a corrupt state owns nothing
+    removed = []
+    for resource in backend.owned_resources():
+        if resource.lab not in owners:
+            backend.remove_resource(resource)
+            removed.append(f"{resource.kind} {resource.name}")
+    for folder in (labs_dir(), vm_disks_dir(), data_home() / "locks"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name.removesuffix(".lock")
+            if name not in owners:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                removed.append(str(entry))
+    for item in removed:
+        progress(f"removed {item}")
+    progress(f"prune: {len(removed)} leftovers removed" if removed else "prune: nothing to remove")
+    return removed

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -75,18 +74,32 @@ class LibvirtBackend:
         network = self._network(state)
         if network is None:
             network = self.conn.networkDefineXML(network_xml(state))
+        root = ET.fromstring(network.XMLDesc(0))
+        bridge = root.find("bridge")
+        if bridge is None or bridge.get("name") != state.bridge:
+            raise K0slabError(
+                f"libvirt network {state.network!r} exists but is not the one lab {state.name!r} recorded",
+                "it is left over from a crashed run: remove it with `invoke lab.prune`",
+            )
         if not network.isActive():
             network.create()
-        reserved = set(re.findall(r"mac='([0-9a-f:]+)'", network.XMLDesc(0)))
+        reserved = {host.get("name"): host for host in root.iter("host")}
         for node in state.nodes.values():
-            if node.mac not in reserved:
-                network.update(
-                    libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
-                    libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
-                    -1,
-                    dhcp_host_xml(node),
-                    libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
-                )
+            host = reserved.get(node.name)
+            if host is not None and (host.get("mac"), host.get("ip")) == (node.mac, node.ip):
+                continue
+            if host is not None:
+                # A reservation left by a VM of the same name that was deleted uncleanly.
+                self._update_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, ET.tostring(host).decode())
+            self._update_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, dhcp_host_xml(node))
+
+    @staticmethod
+    def _update_host(network: libvirt.virNetwork, command: int, host_xml: str) -> None:
+        live = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE if network.isActive() else 0
+        network.update(
+            command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml,
+            live | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+        )
 
     def remove_network(self, state: LabState) -> None:
         network = self._network(state)
@@ -98,16 +111,11 @@ class LibvirtBackend:
 
     def _remove_reservation(self, state: LabState, node: NodeState) -> None:
         network = self._network(state)
-        if network is None or node.mac not in network.XMLDesc(0):
+        if network is None:
             return
-        network.update(
-            libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-            libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
-            -1,
-            dhcp_host_xml(node),
-            (libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE if network.isActive() else 0)
-            | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
-        )
+        for host in ET.fromstring(network.XMLDesc(0)).iter("host"):
+            if host.get("mac") == node.mac:
+                self._update_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, ET.tostring(host).decode())
 
     # --- domains ---------------------------------------------------------------------------
     def _domain(self, state: LabState, node: NodeState) -> libvirt.virDomain | None:

@@ -41,7 +41,10 @@ def harness():
     home = Path(tempfile.mkdtemp(prefix="k0slab-tests-", dir="/var/tmp"))
     home.chmod(0o755)
     os.environ["K0SLAB_HOME"] = str(home)
+    # This session owns no lab yet: anything k0slab-made in libvirt is left over from a crashed run.
+    invoke("lab.prune")
     yield home
+    invoke("lab.prune", check=False)
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -63,3 +66,31 @@ def k0slab_domains(conn: libvirt.virConnect, lab: str) -> list[str]:
 
 def k0slab_networks(conn: libvirt.virConnect, lab: str) -> list[str]:
     return [n.name() for n in conn.listAllNetworks(0) if n.name() == f"k0slab-{lab}"]
+
+
+STANDIN = REPO / "tests" / "standin" / "k0s"
+
+
+def node_exec(lab: str, node: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return invoke("vm.exec", node, "--lab", lab, "--", "sh", "-c", command, check=check)
+
+
+def set_knobs(lab: str, node: str, knobs: dict[str, object]) -> None:
+    """The stand-in's fault knobs (tests/standin/README.md), re-read live by the running stand-in."""
+    text = "".join(
+        f"{key}: {str(value).lower() if isinstance(value, bool) else value}\n" for key, value in knobs.items()
+    )
+    node_exec(lab, node, f"printf '%s' '{text}' > /etc/k0s-standin.yaml")
+
+
+def lab_leftovers(lab: str) -> list[str]:
+    """Everything of a lab that still exists in libvirt or on disk."""
+    from k0slab.state import LabDir
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        left = k0slab_domains(conn, lab) + k0slab_networks(conn, lab)
+    finally:
+        conn.close()
+    folder = LabDir(lab)
+    return left + [str(p) for p in (folder.path, folder.disks_dir, folder.lock_file) if p.exists()]

@@ -24,14 +24,16 @@ def vms():
     launches = [
         ("node1", "amd64"), ("node2", "amd64"), ("arm1", "arm64"),
     ]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(
-            lambda nv: invoke("vm.launch", nv[0], "--arch", nv[1], "--memory", "1G", "--lab", LAB),
-            launches,
-        ))
-    yield {name: result for (name, _), result in zip(launches, results)}
-    for name, _ in launches:
-        invoke("vm.delete", name, "--purge", "--lab", LAB, check=False)
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            results = list(pool.map(
+                lambda nv: invoke("vm.launch", nv[0], "--arch", nv[1], "--memory", "1G", "--lab", LAB),
+                launches,
+            ))
+        yield {name: result for (name, _), result in zip(launches, results, strict=True)}
+    finally:
+        for name, _ in launches:
+            invoke("vm.delete", name, "--purge", "--lab", LAB, check=False)
 
 
 def test_list_shows_both_running_with_reserved_ips(vms):
