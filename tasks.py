@@ -270,6 +270,78 @@ def lab_dump_logs(c, dir="out/logs", lab="default"):
         ui.progress(f"wrote {path}")
 
 
+@task(iterable=["group"], help={
+    "name": "user name (the certificate's CN)",
+    "group": "group (an O value of the certificate); repeat for several groups",
+    "days": "certificate validity in days (default 365)",
+    "clusterrole": "bind this ClusterRole (e.g. view, edit, cluster-admin); with --namespace, in that namespace only",
+    "role": "bind this Role in --namespace",
+    "namespace": "namespace of the --role / --clusterrole binding",
+    "output": "also write the kubeconfig here (default: <lab>/users/NAME.kubeconfig)",
+    "check": "run `get nodes` (and pods) as the user and report Forbidden / allowed against its bindings",
+    "revoke": "remove the user's binding, kubeconfig and record",
+    "lab": LAB_HELP,
+})
+@friendly
+def lab_user(c, name, group=None, days=365, clusterrole=None, role=None, namespace=None, output=None, check=False,
+             revoke=False, lab="default"):
+    """Create a user with a client certificate signed by the lab CA: invoke lab.user demo --group development"""
+    target = _lab(lab)
+    if revoke:
+        target.revoke_user(name)
+        ui.progress(f"user {name} revoked: binding, kubeconfig and record removed (the certificate stays valid "
+                    "until it expires, but is bound to nothing)")
+        return
+    if group:
+        groups = [g for item in group for g in item.split(",")]
+        record = target.create_user(name, groups, int(days), clusterrole=clusterrole, role=role,
+                                    namespace=namespace, output=Path(output) if output else None)
+        ui.console.print(record.summary(), markup=False)
+    elif not check:
+        raise K0slabError(f"nothing to do for user {name!r}", "create it with --group G, or use --check / --revoke")
+    if check:
+        verdict = target.check_user(name)
+        ui.console.print(str(verdict), markup=False)
+        if not verdict.ok:
+            raise Exit(code=1)
+
+
+@task(help={"lab": LAB_HELP, "json": "print JSON"})
+@friendly
+def lab_users(c, lab="default", json=False):
+    """The lab's users: name, groups, expiry, bindings."""
+    records = _lab(lab).users()
+    if json:
+        ui.print_json([r.model_dump(mode="json") for r in records])
+        return
+    ui.table([{"user": r.name, "groups": ",".join(r.groups), "expires": f"{r.expires:%Y-%m-%d}",
+               "bindings": ", ".join(f"{b.role_kind}/{b.role}" for b in r.bindings) or "-"} for r in records],
+             ["user", "groups", "expires", "bindings"])
+
+
+@task(help={
+    "only": "comma-separated checks: nodes,system,dns,workload,rbac,metrics (default: all)",
+    "junit": "write a JUnit XML report here", "json": "write a JSON report here",
+    "user": "lab user for the rbac check (default: the first one)", "lab": LAB_HELP,
+    "timeout": "seconds each check may wait (default 180)",
+})
+@friendly
+def lab_smoke(c, only=None, junit=None, json=None, user=None, lab="default", timeout=180.0):
+    """Smoke-test the cluster: a table, reports for CI, exit 0 only if every check that ran passed."""
+    from k0slab import smoke
+
+    checks = [name for name in only.split(",") if name] if only else None
+    report = _lab(lab).smoke(checks, user, ui.progress, smoke.SmokeSettings(check_timeout_s=float(timeout)))
+    ui.console.print(smoke.render_table(report))
+    for path, text in ((junit, smoke.to_junit_xml), (json, smoke.to_json)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text(report))
+            ui.progress(f"wrote {path}")
+    if not report.ok:
+        raise Exit(code=1)
+
+
 @task
 @friendly
 def lab_prune(c):
@@ -296,6 +368,29 @@ def host_down(c, netns=hostenv.DEFAULT_NETNS):
     ui.progress(hostenv.host_down(netns))
 
 
+# --- bench -----------------------------------------------------------------------------------
+
+
+@task(help={
+    "json": "also write the results as JSON to this file",
+    "k0s_binary": "push this k0s binary (scripts/bench.sh gives the stand-in) instead of downloading one",
+    "runs": "boot-to-SSH samples per image, the median is reported (default 1)",
+})
+@friendly
+def bench_up(c, json=None, k0s_binary=None, runs=1):
+    """Issue 8's benchmark: lab.up/down times, overhead, disk, RSS, boot vs cloud-init (use scripts/bench.sh)."""
+    from bench import bench_up as bench
+
+    try:
+        report = bench.main(Path(json) if json else None, Path(k0s_binary).resolve() if k0s_binary else None,
+                            int(runs), archmod.host_arch(), ui.progress, ui.console)
+    except KeyboardInterrupt:
+        ui.error_console.print("interrupted: the bench's labs were removed")
+        raise Exit(code=130) from None
+    if report["errors"]:
+        raise Exit(code=1)
+
+
 def _collection(name: str, *tasks: Any) -> Collection:
     collection = Collection(name)
     prefix = name + "_"
@@ -310,6 +405,8 @@ namespace.add_collection(_collection(
     "vm", vm_launch, vm_list, vm_info, vm_exec, vm_shell, vm_transfer, vm_stop, vm_start, vm_restart, vm_delete,
 ))
 namespace.add_collection(_collection(
-    "lab", lab_up, lab_down, lab_status, lab_kubeconfig, lab_ssh, lab_logs, lab_dump_logs, lab_prune,
+    "lab", lab_up, lab_down, lab_status, lab_kubeconfig, lab_ssh, lab_logs, lab_dump_logs, lab_prune, lab_user,
+    lab_users, lab_smoke,
 ))
 namespace.add_collection(_collection("host", host_up, host_down))
+namespace.add_collection(_collection("bench", bench_up))

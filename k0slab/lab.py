@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import image as imagemod
-from . import pki
+from . import pki, smoke, users
 from . import vm as vmmod
 from .backend import VMBackend
 from .errors import K0slabError
@@ -231,6 +231,63 @@ class Lab:
     def ssh(self, node: NodeState) -> SSHNode:
         return SSHNode(node.name, node.ip, self.dir.ssh_key)
 
+    def _require_up(self) -> tuple[LabState, NodeState]:
+        state = self.dir.load()
+        controller = self._controller_node(state)
+        if controller is None or not self.dir.kubeconfig.exists():
+            raise K0slabError(f"lab {self.name!r} is not up", f"bring it up first: invoke lab.up --lab {self.name}")
+        return state, controller
+
+    # --- users (users.py does the work; the lab supplies its CA, controller and folders) ---
+    def create_user(self, name: str, groups: list[str], days: int, **binding: Any) -> users.UserRecord:
+        users.validate_user_name(name)
+        state, controller = self._require_up()
+        cert, key = self._ca()
+        ssh = self.ssh(controller) if any(binding.get(k) for k in ("clusterrole", "role")) else None
+        try:
+            return users.create_user(
+                name, groups, days, lab_name=self.name, server_url=f"https://{controller.ip}:6443",
+                ca_cert_pem=cert, ca_key_pem=key, users_dir=self.dir.users_dir, controller=ssh, **binding,
+            )
+        finally:
+            if ssh is not None:
+                ssh.close()
+
+    def check_user(self, name: str) -> users.UserCheck:
+        _, controller = self._require_up()
+        with contextlib.closing(self.ssh(controller)) as ssh:
+            return users.check_user(name, users_dir=self.dir.users_dir, controller=ssh)
+
+    def revoke_user(self, name: str) -> users.UserRecord:
+        _, controller = self._require_up()
+        with contextlib.closing(self.ssh(controller)) as ssh:
+            return users.revoke_user(name, users_dir=self.dir.users_dir, controller=ssh)
+
+    def users(self) -> list[users.UserRecord]:
+        return users.list_users(self.dir.users_dir)
+
+    def smoke(self, only: list[str] | None, user: str | None, progress: Progress,
+              settings: smoke.SmokeSettings | None = None) -> smoke.SmokeReport:
+        """Run the smoke checks on the controller; rbac uses a lab user (the first one by default)."""
+        smoke.select_checks(only)
+        state, controller = self._require_up()
+        records = self.users()
+        record = next((r for r in records if r.name == user), None) if user else (records[0] if records else None)
+        if user and record is None:
+            raise K0slabError(f"no user {user!r} in lab {self.name!r}", f"create it: invoke lab.user {user} --group G")
+        expectation = smoke.ClusterExpectation.from_lab(state, cni=state.cni)
+        with contextlib.closing(self.ssh(controller)) as ssh:
+            remote_kubeconfig = None
+            if record is not None:
+                remote_kubeconfig = f"/root/.k0slab-smoke-{record.name}.kubeconfig"
+                ssh.put_text(record.kubeconfig.read_text(), remote_kubeconfig, mode=0o600)
+            try:
+                return smoke.run_smoke(ssh, expectation, only, remote_kubeconfig, settings=settings,
+                                       progress=progress)
+            finally:
+                if remote_kubeconfig:
+                    ssh.run(f"rm -f {remote_kubeconfig}", check=False)
+
     # --- validation (before anything is created) ---------------------------------------------
     def _validate(self, options: UpOptions, existing: LabState | None) -> None:
         profile = options.profile
@@ -408,23 +465,29 @@ class Lab:
             return list(pool.map(one, nodes))
 
     def _push(self, run: _Run, progress: Progress) -> None:
-        def push(ssh: SSHNode, node: NodeState) -> None:
+        def push(ssh: SSHNode, node: NodeState) -> str:
             binary = run.binaries[node.arch]
             payload = bootstrap.BinaryPayload(hashlib.sha256(binary.read_bytes()).hexdigest(), binary.stat().st_size)
             how = bootstrap.install_binary_from_disk(ssh, payload)
             if how == "stale":
                 ssh.put_file(binary, bootstrap.K0S_BINARY, mode=0o755)
                 how = "sftp"
-            progress(f"    {node.name}: k0s {bootstrap.k0s_version(ssh)} ({how})")
+            version = bootstrap.k0s_version(ssh)
+            progress(f"    {node.name}: k0s {version} ({how})")
+            return version
 
-        self._parallel(self._wanted_nodes(run), push)
+        nodes = self._wanted_nodes(run)
+        versions = dict(zip((n.name for n in nodes), self._parallel(nodes, push), strict=True))
         controller = self._controller_node(run.state)
         ssh = self.ssh(controller)
+        config = cluster_config(controller.ip, run.options.profile.k0s)
         try:
-            bootstrap.place_config(ssh, render(cluster_config(controller.ip, run.options.profile.k0s)))
+            bootstrap.place_config(ssh, render(config))
         finally:
             ssh.close()
-        run.state.k0s_version = run.version or "local binary"
+        run.state.cni = config["spec"].get("network", {}).get("provider", "kuberouter")
+        # What the binary says, not what was asked: a local binary has no tag of its own.
+        run.state.k0s_version = versions[controller.name]
         self.dir.save(run.state)
 
     def _workers_to_join(self, run: _Run) -> bool:

@@ -27,10 +27,10 @@ from rich.text import Text
 from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
 
 from .errors import K0slabError
+from .k0s.bootstrap import ADMIN_KUBECONFIG
 from .remote import CommandResult, Runner
 from .state import LabState
 
-ADMIN_KUBECONFIG = "/var/lib/k0s/pki/admin.conf"
 SUITE_NAME = "k0slab-smoke"
 JUNIT_CLASSNAME = "k0slab.smoke"
 DNS_NAME = "kubernetes.default.svc.cluster.local"

@@ -49,6 +49,7 @@ class LabState(BaseModel):
     profile: str | None = None
     provider: str = "libvirt"
     k0s_version: str | None = None
+    cni: str = "kuberouter"
     join_token_id: str | None = None
     nodes: dict[str, NodeState] = Field(default_factory=dict)
     # Set when lab.up finished: a re-run with the same request only checks readiness.

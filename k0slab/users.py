@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import pki
 from .errors import K0slabError
+from .k0s.bootstrap import K0S_BINARY, KUBECTL
 from .remote import CommandResult, RemoteCommandError, Runner
 from .state import write_private
 
@@ -41,8 +42,6 @@ SUPERUSER_GROUP = "system:masters"
 # Built-in ClusterRoles whose effect on the probes below is known: all of them allow listing pods in
 # a namespace they apply to; only cluster-admin allows nodes (a cluster-scoped resource).
 _BUILTIN_CLUSTERROLES = ("cluster-admin", "admin", "edit", "view")
-_K0S = "/usr/local/bin/k0s"
-_ADMIN_KUBECTL = f"KUBECONFIG=/var/lib/k0s/pki/admin.conf {_K0S} kubectl"
 _RBAC = "rbac.authorization.k8s.io"
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -71,7 +70,7 @@ class Binding(BaseModel):
 
     def delete_command(self) -> str:
         where = f" -n {shlex.quote(self.namespace)}" if self.namespace else ""
-        return f"{_ADMIN_KUBECTL} delete {self.kind.lower()} {shlex.quote(self.name)}{where} --ignore-not-found"
+        return f"{KUBECTL} delete {self.kind.lower()} {shlex.quote(self.name)}{where} --ignore-not-found"
 
     def describe(self) -> str:
         where = f" in namespace {self.namespace}" if self.namespace else " (cluster-wide)"
@@ -222,7 +221,7 @@ def user_kubeconfig(
 
 def _require_exists(controller: Runner, kind: str, name: str, namespace: str | None, hint: str) -> None:
     where = f" -n {shlex.quote(namespace)}" if namespace else ""
-    result = controller.run(f"{_ADMIN_KUBECTL} get {kind} {shlex.quote(name)}{where} -o name", check=False)
+    result = controller.run(f"{KUBECTL} get {kind} {shlex.quote(name)}{where} -o name", check=False)
     if result.ok:
         return
     if "(NotFound)" in result.stderr:
@@ -272,7 +271,7 @@ def create_user(
     record_file = record_path(users_dir, name)
     if record_file.exists():
         raise K0slabError(f"user {name!r} already exists in lab {lab_name}",
-                          f"revoke it first: invoke lab.user-revoke {name}")
+                          f"revoke it first: invoke lab.user {name} --revoke")
     ca_expires = pki.summarize_cert(ca_cert_pem).not_after
     if dt.datetime.now(dt.UTC) + dt.timedelta(days=days) > ca_expires:
         raise K0slabError(f"--days {days} outlives the lab CA, which expires {ca_expires:%Y-%m-%d}",
@@ -285,7 +284,7 @@ def create_user(
     cert_pem, key_pem = pki.sign_client_cert(ca_cert_pem, ca_key_pem, name, groups, days)
     certificate = pki.verify_client_cert(cert_pem, ca_cert_pem, name, groups, days)
     if binding is not None and controller is not None:
-        controller.run(f"{_ADMIN_KUBECTL} apply -f -", stdin=binding.manifest(name))
+        controller.run(f"{KUBECTL} apply -f -", stdin=binding.manifest(name))
 
     kubeconfig = (output or users_dir / f"{name}.kubeconfig").expanduser().resolve()
     write_private(kubeconfig, user_kubeconfig(lab_name, name, server_url, ca_cert_pem, cert_pem, key_pem))
@@ -366,7 +365,7 @@ def _expectations(record: UserRecord) -> tuple[bool | None, bool | None, str]:
 
 def _probe(controller: Runner, kubeconfig_path: str, request: str, expected: bool | None) -> Probe:
     result: CommandResult = controller.run(
-        f"{_K0S} kubectl --kubeconfig {kubeconfig_path} {request} -o name", check=False
+        f"{K0S_BINARY} kubectl --kubeconfig {kubeconfig_path} {request} -o name", check=False
     )
     text = (result.stdout.strip() or result.stderr.strip()).splitlines()
     evidence = " | ".join(text[:3]) or f"exit {result.exit_code}"
@@ -386,7 +385,7 @@ def check_user(name: str, *, users_dir: Path, controller: Runner) -> UserCheck:
         kubeconfig = record.kubeconfig.read_text()
     except OSError as error:
         raise K0slabError(f"kubeconfig of {name!r} is unreadable: {error}",
-                          f"revoke and create the user again: invoke lab.user-revoke {name}") from error
+                          f"revoke and create the user again: invoke lab.user {name} --revoke") from error
     nodes, pods, namespace = _expectations(record)
     # A random name so that concurrent checks never share a file; 0600 because it holds the user's key.
     remote = f"/tmp/k0slab-check-{name}-{secrets.token_hex(4)}.kubeconfig"

@@ -16,12 +16,12 @@ import yaml
 from ..remote import Runner
 from ..waits import NotYet
 from .config import CONFIG_PATH, node_ip_args
+from .token import secret_manifest_path
 
 K0S_BINARY = "/usr/local/bin/k0s"  # contract section 3
 TOKEN_FILE = "/etc/k0s/k0stoken"  # k0sctl's path; it must stay after the join (k0s issue 7202)
 PKI_DIR = "/var/lib/k0s/pki"
 ADMIN_KUBECONFIG = f"{PKI_DIR}/admin.conf"
-JOIN_MANIFESTS_DIR = "/var/lib/k0s/manifests/k0slab"
 KUBECTL = f"KUBECONFIG={ADMIN_KUBECONFIG} {K0S_BINARY} kubectl"
 # The read-only disk that carries the k0s binary into every VM (see lab.binary_disk).
 BINARY_DISK_DEVICE = "/dev/vdb"
@@ -69,12 +69,12 @@ def place_ca(controller: Runner, ca_cert_pem: bytes, ca_key_pem: bytes) -> None:
 
 def place_join_secret(controller: Runner, token_id: str, manifest: str) -> None:
     """The controller applies its manifests folder at start: the token works as soon as the API does."""
-    controller.put_text(manifest, f"{JOIN_MANIFESTS_DIR}/bootstrap-token-{token_id}.yaml", mode=0o600)
+    controller.put_text(manifest, secret_manifest_path(token_id), mode=0o600)
 
 
 def remove_join_secret(controller: Runner, token_id: str) -> None:
     """Remove the manifest first (or k0s would re-apply it), then invalidate the token in the API."""
-    controller.run(f"rm -f {JOIN_MANIFESTS_DIR}/bootstrap-token-{token_id}.yaml")
+    controller.run(f"rm -f {secret_manifest_path(token_id)}")
     controller.run(f"{K0S_BINARY} token invalidate {shlex.quote(token_id)}", check=False)
 
 

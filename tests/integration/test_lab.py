@@ -3,6 +3,7 @@ a killed worker reported and repaired, and `lab.down` leaving nothing behind."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -86,8 +87,74 @@ def test_second_up_is_a_fast_no_op(lab):
     assert seconds < lab["seconds"] / 5
 
 
-def test_a_killed_worker_is_reported_then_repaired_by_up(lab):
+def test_user_demo_is_forbidden_from_listing_nodes(lab, tmp_path):
+    """Issue 5: the seed's user, with the proof built in."""
+    output = tmp_path / "demo.kubeconfig"
+    result = invoke("lab.user", "demo", "--group", "development", "--output", str(output), "--check", "--lab", LAB)
+    assert re.search(r"issuer:\s+CN=kubernetes-ca", result.stdout)
+    assert re.search(r"subject:\s+O=development, CN=demo", result.stdout)
+    assert "Forbidden" in result.stdout
+    assert oct(output.stat().st_mode & 0o777) == "0o600"
+    config = yaml.safe_load(output.read_text())
+    import base64
+    import subprocess
+
+    cert = base64.b64decode(config["users"][0]["user"]["client-certificate-data"])
+    shown = subprocess.run(["openssl", "x509", "-noout", "-subject", "-issuer"], input=cert, capture_output=True,
+                           check=True).stdout.decode()
+    assert "subject=O = development, CN = demo" in shown and "issuer=CN = kubernetes-ca" in shown
+    status = json.loads(invoke("lab.status", "--json", "--lab", LAB).stdout)
+    controller_ip = next(n["ip"] for n in status["nodes"] if n["name"] == "node1")
+    assert config["clusters"][0]["cluster"]["server"] == f"https://{controller_ip}:6443"
+    # The real API (over the network, from node2) says Forbidden to this certificate.
+    invoke("vm.transfer", str(output), "node2:/tmp/demo.kubeconfig", "--lab", LAB)
+    denied = node_exec(LAB, "node2", "k0s kubectl --kubeconfig /tmp/demo.kubeconfig get nodes", check=False)
+    assert denied.returncode == 1
+    assert ('Error from server (Forbidden): nodes is forbidden: User "demo" cannot list resource "nodes" '
+            'in API group "" at the cluster scope') in denied.stderr
+
+
+def test_user_bound_to_view_is_allowed_what_view_grants(lab):
+    result = invoke("lab.user", "viewer", "--group", "development", "--clusterrole", "view", "--check", "--lab", LAB)
+    assert "allowed" in result.stdout
+    users = json.loads(invoke("lab.users", "--json", "--lab", LAB).stdout)
+    assert {u["name"] for u in users} == {"demo", "viewer"}
+    invoke("lab.user", "viewer", "--revoke", "--lab", LAB)
+    bindings = node_exec(LAB, "node1", "k0s kubectl get clusterrolebindings -o name").stdout
+    assert "k0slab-user-viewer" not in bindings
+
+
+def test_smoke_nodes_and_rbac_pass_with_junit(lab, tmp_path):
+    junit = tmp_path / "smoke.xml"
+    report = tmp_path / "smoke.json"
+    invoke("lab.smoke", "--only", "nodes,rbac", "--user", "demo", "--junit", str(junit), "--json", str(report),
+           "--lab", LAB)
+    import xml.etree.ElementTree as ET
+
+    cases = ET.parse(junit).getroot().findall(".//testcase")
+    assert sorted(c.get("name") for c in cases) == ["nodes", "rbac"]
+    assert all(c.find("failure") is None and c.find("error") is None and c.find("skipped") is None for c in cases)
+    assert {r["name"]: r["verdict"] for r in json.loads(report.read_text())["results"]} == {
+        "nodes": "passed", "rbac": "passed"}
+
+
+def test_smoke_names_the_node_whose_heartbeats_stopped(lab, tmp_path):
     set_knobs(LAB, "node1", {"node_grace_seconds": 8})
+    set_knobs(LAB, "node3", {"stop_heartbeats": True})
+    report = tmp_path / "smoke.json"
+    try:
+        time.sleep(15)
+        result = invoke("lab.smoke", "--only", "nodes", "--timeout", "20", "--json", str(report), "--lab", LAB,
+                        check=False)
+        assert result.returncode == 1
+        nodes = json.loads(report.read_text())["results"][0]
+        assert nodes["verdict"] == "failed"
+        assert "node3 is NotReady" in nodes["message"] and "node2" not in nodes["message"]
+    finally:
+        set_knobs(LAB, "node3", {"stop_heartbeats": False})
+
+
+def test_a_killed_worker_is_reported_then_repaired_by_up(lab):
     conn_name = f"k0slab-{LAB}-node2"
     import libvirt
 
