@@ -14,6 +14,8 @@ packages=(
   shellcheck
   # offline images: mmdebstrap, mkfs.ext4 -d, foreign-arch builds through qemu-user
   mmdebstrap e2fsprogs eatmydata arch-test qemu-user-static binfmt-support
+  # the benchmark: cloud-localds writes the NoCloud seed of its stock cloud-init boot (bench/)
+  cloud-image-utils
   # the virtualenv: libvirt-python builds against libvirt-dev
   python3 python3-venv python3-dev gcc
 )

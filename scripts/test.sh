@@ -5,15 +5,11 @@
 #   scripts/test.sh [pytest args]       e.g. scripts/test.sh -k transfer
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-netns=${K0SLAB_TEST_NETNS:-k0slab-test}
-export K0SLAB_NETNS=$netns
-
-# Images are built before libvirt starts: host.up probes KVM by booting the image's kernel.
+# shellcheck source=scripts/harness.sh
+source scripts/harness.sh
+harness_setup "${K0SLAB_TEST_NETNS:-k0slab-test}"
+# Images are built before harness_start, outside the namespace (see scripts/harness.sh).
 .venv/bin/invoke image.build --arch amd64
 .venv/bin/invoke image.build --arch arm64
-
-cleanup() { .venv/bin/invoke host.down --netns "$netns" || true; }
-trap cleanup EXIT
-.venv/bin/invoke host.up --netns "$netns"
-ip netns exec "$netns" .venv/bin/pytest "$@"
+harness_start
+harness_run .venv/bin/pytest "$@"

@@ -145,7 +145,7 @@ def test_image_recipe_lists_what_k0s_and_the_standin_need():
 
 
 def test_unknown_image_names_the_choices():
-    with pytest.raises(K0slabError, match=r"unknown image 'nope' \(choose one of: debian-12\)"):
+    with pytest.raises(K0slabError, match=r"unknown image 'nope' \(choose one of: debian-12, debian-12-cloudinit\)"):
         imagemod.load_recipe("nope")
 
 

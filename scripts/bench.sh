@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run issue 8's benchmark (invoke bench.up) in the test harness's environment: libvirtd inside a
+# network namespace of its own, stopped at exit. It pushes the k0s stand-in unless --k0s-binary is
+# given. Run it on an otherwise idle machine, never next to scripts/test.sh: both would share the
+# cores being measured. docs/benchmarks.md explains the numbers.
+#   scripts/bench.sh [bench.up options]     e.g. scripts/bench.sh --runs 3 --json out/bench.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/harness.sh
+source scripts/harness.sh
+harness_setup "${K0SLAB_BENCH_NETNS:-k0slab-bench}"
+.venv/bin/invoke image.build
+.venv/bin/invoke image.build --image debian-12-cloudinit
+harness_start
+args=("$@")
+if [[ " $* " != *" --k0s-binary"* && " $* " != *" -k "* ]]; then
+  args=(--k0s-binary tests/standin/k0s "${args[@]}")
+fi
+harness_run .venv/bin/invoke bench.up "${args[@]}"
