@@ -123,10 +123,12 @@ def plan_node(state: LabState, request: VMRequest) -> NodeState:
         raise K0slabError(f"--memory {request.memory!r} is too small", "give a VM at least 256M (k0s wants 1G)")
     disk = parse_size(request.disk, "--disk")
     base = imagemod.find_image(request.image, request.arch)
-    if base is not None and disk < base.virtual_size():
+    # An image not built yet will be as large as its recipe says: refuse now, not after building it.
+    minimum = base.virtual_size() if base is not None else parse_size(imagemod.load_recipe(request.image).disk_size)
+    if disk < minimum:
         raise K0slabError(
-            f"--disk {request.disk!r} is smaller than image {request.image!r} ({format_size(base.virtual_size())})",
-            f"use --disk {format_size(base.virtual_size())} or more",
+            f"--disk {request.disk!r} is smaller than image {request.image!r} ({format_size(minimum)})",
+            f"use --disk {format_size(minimum)} or more",
         )
     index = next_host_index(state)
     return NodeState(
