@@ -28,7 +28,7 @@ from .k0s import bootstrap, release, token
 from .k0s.config import cluster_config, render
 from .network import allocate_subnet, node_ip
 from .phases import Phase, PhaseManager
-from .profile import CONTROLLER_ROLES, Profile
+from .profile import CONTROLLER_ROLES, NodeSpec, Profile
 from .remote import RemoteCommandError
 from .ssh import SSHNode
 from .paths import data_home, labs_dir, vm_disks_dir
@@ -311,6 +311,10 @@ class Lab:
                         f"use another --lab name, or remove it first: invoke lab.down --lab {self.name}",
                     )
         new = [n for n in profile.nodes if existing is None or n.name not in existing.nodes]
+        # Each VM's own checks (memory, disk against the image) here, not after the lab folder exists.
+        unsaved = LabState(name=self.name, subnet_index=1, network="", bridge="")
+        for spec in new:
+            vmmod.plan_node(unsaved, _vm_request(profile, spec))
         needed = sum(parse_size(profile.node_memory(n)) + QEMU_OVERHEAD_BYTES for n in new)
         available = host_memory_available()
         if needed > available:
@@ -429,10 +433,7 @@ class Lab:
         for spec in profile.nodes:
             if spec.name in state.nodes:
                 continue
-            run.new_nodes.append(vmmod.plan_node(state, vmmod.VMRequest(
-                name=spec.name, cpus=profile.node_cpus(spec), memory=profile.node_memory(spec),
-                disk=profile.node_disk(spec), arch=profile.node_arch(spec), image=profile.image, role=spec.role,
-            )))
+            run.new_nodes.append(vmmod.plan_node(state, _vm_request(profile, spec)))
             state.nodes[spec.name] = run.new_nodes[-1]
         disks = {arch: (str(path),) for arch, path in run.binary_disks.items()}
         vmmod.create_nodes(self.dir, state, run.new_nodes, self.backend, progress, run.options.extra_cmdline, disks)
@@ -605,6 +606,13 @@ class Lab:
         for node in sorted(state.nodes.values(), key=lambda n: n.index):
             progress(f"    {node.name:<8} {node.role:<18} {node.arch:<6} {node.ip}")
         progress(f"lab {self.name} is ready: export KUBECONFIG={self.dir.kubeconfig}")
+
+
+def _vm_request(profile: Profile, spec: NodeSpec) -> vmmod.VMRequest:
+    return vmmod.VMRequest(
+        name=spec.name, cpus=profile.node_cpus(spec), memory=profile.node_memory(spec),
+        disk=profile.node_disk(spec), arch=profile.node_arch(spec), image=profile.image, role=spec.role,
+    )
 
 
 def prune(progress: Progress, backend: VMBackend | None = None) -> list[str]:
