@@ -98,7 +98,7 @@ class Lab:
         self._backend = self._backend or vmmod.get_backend(profile.provider)
         with self.dir.locked():
             state = existing or vmmod.open_or_create_lab(self.dir, self.backend, profile=profile.name)
-            state.profile, state.provider = profile.name, profile.provider
+            state.profile, state.provider, state.box = profile.name, profile.provider, profile.box
             for spec in profile.nodes:
                 if spec.name in state.nodes:
                     # VMs made with vm.launch join the cluster in the role the profile gives them.

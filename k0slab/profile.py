@@ -90,6 +90,8 @@ class Profile(BaseModel):
 
     name: str
     provider: Literal["libvirt", "vagrant"] = "libvirt"
+    # A public Vagrant box (e.g. generic/debian12) instead of k0slab's own: needs internet.
+    box: str | None = None
     image: str = "debian-12"
     k0s_version: str | None = None
     defaults: NodeDefaults = Field(default_factory=NodeDefaults)
@@ -112,6 +114,8 @@ class Profile(BaseModel):
             )
         if self.nodes[0].role not in CONTROLLER_ROLES:
             raise ValueError(f"nodes: the first node ({self.nodes[0].name}) must be the controller")
+        if self.box is not None and self.provider != "vagrant":
+            raise ValueError("box: a Vagrant box needs provider: vagrant")
         return self
 
     # --- resolved per-node values ----------------------------------------------------------
@@ -178,7 +182,7 @@ def parse_profile(data: Any, source: str) -> Profile:
 def with_overrides(
     profile: Profile, *, nodes: int | None = None, arch: str | None = None, cpus: int | None = None,
     memory: str | None = None, disk: str | None = None, k0s_version: str | None = None,
-    provider: str | None = None,
+    provider: str | None = None, box: str | None = None,
 ) -> Profile:
     """Apply command-line flags: --nodes N keeps the profile's controller and fills with workers."""
     data = profile.model_dump()
@@ -207,4 +211,6 @@ def with_overrides(
         data["k0s_version"] = k0s_version
     if provider is not None:
         data["provider"] = provider
+    if box is not None:
+        data["box"] = box
     return parse_profile(data, "command line")

@@ -48,6 +48,7 @@ class LabState(BaseModel):
     bridge: str
     profile: str | None = None
     provider: str = "libvirt"
+    box: str | None = None  # a public Vagrant box instead of k0slab's own (provider vagrant)
     k0s_version: str | None = None
     cni: str = "kuberouter"
     join_token_id: str | None = None
