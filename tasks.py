@@ -73,6 +73,17 @@ def image_list(c, json=False):
     ui.print_json(rows) if json else ui.table(rows, ["name", "arch", "source", "size", "path", "built_at"])
 
 
+@task(help={"image": "recipe name in images/ (default debian-12)", "arch": "amd64 or arm64 (default: host)"})
+@friendly
+def image_box(c, image="debian-12", arch=None):
+    """Package the cached image as a vagrant-libvirt box (lab.up --provider vagrant adds it to Vagrant)."""
+    from k0slab import vagrant_box
+
+    arch = arch or archmod.host_arch()
+    path = vagrant_box.build_box(image, arch, progress=ui.progress)
+    ui.progress(f"box {vagrant_box.box_name(image, arch)}: {path}")
+
+
 @task(help={"url": "image URL", "checksums": "URL of the SHA256SUMS/SHA512SUMS file",
             "name": "name to cache it under", "arch": "amd64 or arm64"})
 @friendly
@@ -198,11 +209,12 @@ def _lab(name: str):
     "arch": "amd64 or arm64 for every node (overrides the profile)",
     "cpus": "vCPUs per node", "memory": "memory per node, e.g. 2G", "disk": "disk per node, e.g. 5G",
     "provider": "libvirt (default) or vagrant",
+    "box": "with --provider vagrant: a public Vagrant box instead of k0slab's own image (needs internet)",
     "dry_run": "print the plan (phases, nodes, IPs, k0s.yaml) and create nothing",
 })
 @friendly
 def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0s_binary=None, arch=None,
-           cpus=None, memory=None, disk=None, provider=None, dry_run=False):
+           cpus=None, memory=None, disk=None, provider=None, box=None, dry_run=False):
     """Bring up a k0s cluster in VMs: node1 controller+worker, the others workers. Safe to re-run."""
     from k0slab.lab import UpOptions
     from k0slab.profile import load_profile, with_overrides
@@ -210,7 +222,7 @@ def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0
     chosen = with_overrides(
         load_profile(profile), nodes=int(nodes) if nodes is not None else None, arch=arch,
         cpus=int(cpus) if cpus is not None else None, memory=memory, disk=disk, k0s_version=k0s_version,
-        provider=provider,
+        provider=provider, box=box,
     )
     binary = Path(k0s_binary).expanduser() if k0s_binary else None
     _lab(lab).up(UpOptions(profile=chosen, k0s_binary=binary, dry_run=dry_run), ui.progress)
@@ -400,7 +412,7 @@ def _collection(name: str, *tasks: Any) -> Collection:
 
 
 namespace = Collection()
-namespace.add_collection(_collection("image", image_build, image_list, image_pull))
+namespace.add_collection(_collection("image", image_build, image_list, image_pull, image_box))
 namespace.add_collection(_collection(
     "vm", vm_launch, vm_list, vm_info, vm_exec, vm_shell, vm_transfer, vm_stop, vm_start, vm_restart, vm_delete,
 ))
