@@ -1,0 +1,53 @@
+"""Issue 7 with the stand-in: an arm64 lab under emulation and a mixed amd64/arm64 lab."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from .conftest import STANDIN, invoke, lab_leftovers, node_exec
+
+pytestmark = [pytest.mark.vm, pytest.mark.arm64]
+
+
+def _arches(lab: str) -> dict[str, tuple[str, str]]:
+    items = json.loads(node_exec(lab, "node1", "k0s kubectl get nodes -o json").stdout)["items"]
+    return {
+        item["metadata"]["name"]: (
+            item["metadata"]["labels"]["kubernetes.io/arch"],
+            next(c["status"] for c in item["status"]["conditions"] if c["type"] == "Ready"),
+        )
+        for item in items
+    }
+
+
+def test_single_node_arm64_lab():
+    lab = "itarm"
+    try:
+        started = time.monotonic()
+        result = invoke("lab.up", "--nodes", "1", "--arch", "arm64", "--memory", "1G",
+                        "--k0s-binary", str(STANDIN), "--lab", lab)
+        print(f"arm64 1-node bring-up: {time.monotonic() - started:.1f}s\n{result.stdout}")
+        assert _arches(lab) == {"node1": ("arm64", "True")}
+        assert node_exec(lab, "node1", "uname -m").stdout.strip() == "aarch64"
+    finally:
+        invoke("lab.down", "--lab", lab, check=False)
+    assert lab_leftovers(lab) == []
+
+
+def test_mixed_arch_lab_has_both_arches_ready():
+    lab = "itmix"
+    try:
+        started = time.monotonic()
+        result = invoke("lab.up", "--profile", "mixed-arch", "--memory", "1G", "--k0s-binary", str(STANDIN),
+                        "--lab", lab)
+        print(f"mixed 2-node bring-up: {time.monotonic() - started:.1f}s\n{result.stdout}")
+        assert _arches(lab) == {"node1": ("amd64", "True"), "node2": ("arm64", "True")}
+        status = json.loads(invoke("lab.status", "--json", "--lab", lab).stdout)
+        assert {n["name"]: n["arch"] for n in status["nodes"]} == {"node1": "amd64", "node2": "arm64"}
+        # Each arch got its own binary disk and the node took k0s from it.
+        assert "node2: k0s" in result.stdout and "(disk)" in result.stdout
+    finally:
+        invoke("lab.down", "--lab", lab, check=False)
+    assert lab_leftovers(lab) == []

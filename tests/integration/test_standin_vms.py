@@ -1,0 +1,75 @@
+"""Issue 3: the k0s stand-in in two real VMs, driven by hand through its k0s command line
+(contract sections 2, 4, 7): a controller+worker on one VM, a worker joined from the other
+over the lab network, both Ready with their lab IPs; stopping the worker VM makes it NotReady."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from .conftest import STANDIN, invoke, node_exec, set_knobs
+
+pytestmark = pytest.mark.vm
+LAB = "itstandin"
+
+
+@pytest.fixture(scope="module")
+def two_vms():
+    try:
+        for name in ("cp", "wk"):
+            invoke("vm.launch", name, "--memory", "1G", "--lab", LAB)
+        ips = {row["name"]: row["ipv4"] for row in json.loads(invoke("vm.list", "--json", "--lab", LAB).stdout)}
+        for name in ips:
+            invoke("vm.transfer", str(STANDIN), f"{name}:/usr/local/bin/k0s", "--lab", LAB)
+        yield ips
+    finally:
+        for name in ("cp", "wk"):
+            invoke("vm.delete", name, "--purge", "--lab", LAB, check=False)
+
+
+def _nodes() -> dict[str, dict]:
+    out = node_exec(LAB, "cp", "k0s kubectl get nodes -o json").stdout
+    return {item["metadata"]["name"]: item for item in json.loads(out)["items"]}
+
+
+def _ready(item: dict) -> str:
+    return next(c["status"] for c in item["status"]["conditions"] if c["type"] == "Ready")
+
+
+def test_controller_and_worker_join_over_the_lab_network(two_vms):
+    cp, wk = two_vms["cp"], two_vms["wk"]
+    set_knobs(LAB, "cp", {"node_grace_seconds": 8})
+    node_exec(LAB, "cp", f"mkdir -p /etc/k0s && k0s config create > /etc/k0s/k0s.yaml && "
+              f"sed -i 's/address: .*/address: {cp}/' /etc/k0s/k0s.yaml && "
+              "k0s config validate --config /etc/k0s/k0s.yaml")
+    node_exec(LAB, "cp", f"k0s install controller --enable-worker --no-taints -c /etc/k0s/k0s.yaml "
+              f"--kubelet-extra-args=--node-ip={cp} && k0s start")
+    deadline = time.monotonic() + 120
+    while node_exec(LAB, "cp", "k0s kubectl get --raw=/readyz", check=False).stdout.strip() != "ok":
+        assert time.monotonic() < deadline, "controller never became ready"
+        time.sleep(2)
+    token = node_exec(LAB, "cp", "k0s token create --role=worker --expiry 10m").stdout.strip()
+    node_exec(LAB, "wk", f"mkdir -p /etc/k0s && echo {token} > /etc/k0s/k0stoken && "
+              f"k0s install worker --token-file /etc/k0s/k0stoken --kubelet-extra-args=--node-ip={wk} && k0s start")
+    deadline = time.monotonic() + 120
+    while True:
+        nodes = _nodes()
+        if set(nodes) == {"cp", "wk"} and all(_ready(n) == "True" for n in nodes.values()):
+            break
+        assert time.monotonic() < deadline, f"nodes never Ready: {nodes}"
+        time.sleep(2)
+    for name, ip in (("cp", cp), ("wk", wk)):
+        addresses = {a["type"]: a["address"] for a in nodes[name]["status"]["addresses"]}
+        assert addresses["InternalIP"] == ip
+    assert "Role: worker" in node_exec(LAB, "wk", "k0s status").stdout
+
+
+def test_stopping_the_worker_vm_makes_it_not_ready(two_vms):
+    invoke("vm.stop", "wk", "--force", "--lab", LAB)
+    deadline = time.monotonic() + 60
+    while _ready(_nodes()["wk"]) == "True":
+        assert time.monotonic() < deadline, "wk stayed Ready after its VM stopped"
+        time.sleep(2)
+    assert _ready(_nodes()["wk"]) == "Unknown"
+    assert _ready(_nodes()["cp"]) == "True"
