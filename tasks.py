@@ -22,6 +22,7 @@ from k0slab import image as imagemod
 from k0slab import ui
 from k0slab import vm as vmmod
 from k0slab.errors import K0slabError
+from k0slab.units import parse_whole
 
 ui.setup_logging()
 LAB_HELP = "lab name (default: default); several labs live side by side"
@@ -99,9 +100,10 @@ def image_pull(c, url, checksums, name="cloud", arch=None):
 @task(help={"name": "VM name (a hostname)", "cpus": "virtual CPUs", "memory": "e.g. 1G, 512M",
             "disk": "disk size, e.g. 5G", "arch": "amd64 or arm64", "image": "image recipe", "lab": LAB_HELP})
 @friendly
-def vm_launch(c, name, cpus=1, memory="1G", disk="5G", arch=None, image="debian-12", lab="default"):
+def vm_launch(c, name, cpus="1", memory="1G", disk="5G", arch=None, image="debian-12", lab="default"):
     """Create and boot a VM, then wait until SSH works."""
-    request = vmmod.VMRequest(name=name, cpus=int(cpus), memory=memory, disk=disk,
+    # A string default: with an int one invoke's parser casts `--cpus two` itself, as a traceback.
+    request = vmmod.VMRequest(name=name, cpus=parse_whole(cpus, "--cpus"), memory=memory, disk=disk,
                               arch=arch or archmod.host_arch(), image=image)
     vmmod.launch(lab, request, progress=ui.progress)
 
@@ -219,9 +221,11 @@ def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0
     from k0slab.lab import UpOptions
     from k0slab.profile import load_profile, with_overrides
 
+    nodes = parse_whole(nodes, "--nodes") if nodes is not None else None
+    cpus = parse_whole(cpus, "--cpus") if cpus is not None else None
     chosen = with_overrides(
-        load_profile(profile), nodes=int(nodes) if nodes is not None else None, arch=arch,
-        cpus=int(cpus) if cpus is not None else None, memory=memory, disk=disk, k0s_version=k0s_version,
+        load_profile(profile), nodes=nodes, arch=arch,
+        cpus=cpus, memory=memory, disk=disk, k0s_version=k0s_version,
         provider=provider, box=box,
     )
     binary = Path(k0s_binary).expanduser() if k0s_binary else None
@@ -295,7 +299,7 @@ def lab_dump_logs(c, dir="out/logs", lab="default"):
     "lab": LAB_HELP,
 })
 @friendly
-def lab_user(c, name, group=None, days=365, clusterrole=None, role=None, namespace=None, output=None, check=False,
+def lab_user(c, name, group=None, days="365", clusterrole=None, role=None, namespace=None, output=None, check=False,
              revoke=False, lab="default"):
     """Create a user with a client certificate signed by the lab CA: invoke lab.user demo --group development"""
     target = _lab(lab)
@@ -305,8 +309,9 @@ def lab_user(c, name, group=None, days=365, clusterrole=None, role=None, namespa
                     "until it expires, but is bound to nothing)")
         return
     if group:
+        # days defaults to a string for the same reason as vm.launch's cpus.
         groups = [g for item in group for g in item.split(",")]
-        record = target.create_user(name, groups, int(days), clusterrole=clusterrole, role=role,
+        record = target.create_user(name, groups, parse_whole(days, "--days"), clusterrole=clusterrole, role=role,
                                     namespace=namespace, output=Path(output) if output else None)
         ui.console.print(record.summary(), markup=False)
     elif not check:

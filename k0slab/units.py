@@ -53,3 +53,11 @@ def validate_cpus(cpus: int) -> int:
     if not isinstance(cpus, int) or cpus < 1 or cpus > 64:
         raise K0slabError(f"--cpus {cpus!r} is out of range", "use a whole number from 1 to 64")
     return cpus
+
+
+def parse_whole(value: str | int, flag: str) -> int:
+    """A whole number typed on the command line; the option's owner checks its range."""
+    try:
+        return int(value)
+    except ValueError:
+        raise K0slabError(f"{flag} {value!r} is not a whole number", "use digits only, e.g. 2") from None
