@@ -161,7 +161,11 @@ def load_profile(name_or_path: str) -> Profile:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise K0slabError(f"profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" near line {mark.line + 1}" if mark else ""
+        raise K0slabError(
+            f"profile {path} is not valid YAML: {str(exc).splitlines()[0]}", f"fix the YAML{where}"
+        ) from None
     return parse_profile(data, str(path))
 
 
