@@ -40,7 +40,11 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
             raise Exit(code=1) from None
         except KeyboardInterrupt:
             ui.error_console.print("interrupted: run the same command again to continue, or lab.down to clean up")
-            raise Exit(code=130) from None
+            # Exit now: worker threads may be inside a long wait, and an orderly interpreter exit
+            # would join them. State files are written atomically, so nothing is half-written.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
 
     return wrapper
 

@@ -17,7 +17,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import paramiko
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from . import image as imagemod
 from . import pki, smoke, users
@@ -37,6 +40,10 @@ from .units import format_size, parse_size
 from .waits import NotYet, Requirement
 
 log = logging.getLogger("k0slab")
+T = TypeVar("T")
+# Errors of the connection itself (not of the remote command): the step can be repeated.
+SSH_TRANSPORT_ERRORS = (paramiko.SSHException, EOFError, OSError)
+SSH_STEP_ATTEMPTS = 3
 Progress = Callable[[str], None]
 # QEMU's own memory per VM on top of the guest's (TCG translation cache and device state).
 QEMU_OVERHEAD_BYTES = 300 << 20
@@ -48,8 +55,6 @@ class UpOptions:
     profile: Profile
     k0s_binary: Path | None = None
     dry_run: bool = False
-    # Appended to every new VM's kernel command line (fault injection in tests).
-    extra_cmdline: str = ""
 
 
 @dataclass
@@ -436,7 +441,7 @@ class Lab:
             run.new_nodes.append(vmmod.plan_node(state, _vm_request(profile, spec)))
             state.nodes[spec.name] = run.new_nodes[-1]
         disks = {arch: (str(path),) for arch, path in run.binary_disks.items()}
-        vmmod.create_nodes(self.dir, state, run.new_nodes, self.backend, progress, run.options.extra_cmdline, disks)
+        vmmod.create_nodes(self.dir, state, run.new_nodes, self.backend, progress, profile.kernel_args, disks)
         for node in state.nodes.values():
             if node not in run.new_nodes and self.backend.vm_state(state, node) != "Running":
                 progress(f"    {node.name} was {self.backend.vm_state(state, node)}: starting it")
@@ -454,16 +459,26 @@ class Lab:
             on_ready=lambda node, seconds: progress(f"    {node.name}: SSH ready after {seconds:.1f}s"),
         )
 
-    def _parallel(self, nodes: list[NodeState], work: Callable[[SSHNode, NodeState], Any]) -> list[Any]:
-        def one(node: NodeState) -> Any:
-            ssh = self.ssh(node)
-            try:
-                return work(ssh, node)
-            finally:
-                ssh.close()
+    def _on(self, node: NodeState, work: Callable[[SSHNode], T]) -> T:
+        """Run a node step over a fresh SSH connection; a dropped connection retries the whole step.
+        Steps check before they act (service running? unit installed?), so repeating one is safe."""
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.info("%s: SSH failed during a step (%s: %s), retrying (attempt %d of %d)", node.name,
+                     type(error).__name__, error, state.attempt_number + 1, SSH_STEP_ATTEMPTS)
 
+        for attempt in Retrying(
+            retry=retry_if_exception_type(SSH_TRANSPORT_ERRORS), stop=stop_after_attempt(SSH_STEP_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=1, max=8), before_sleep=log_retry, reraise=True,
+        ):
+            with attempt:
+                with contextlib.closing(self.ssh(node)) as ssh:
+                    return work(ssh)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _parallel(self, nodes: list[NodeState], work: Callable[[SSHNode, NodeState], T]) -> list[T]:
         with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-            return list(pool.map(one, nodes))
+            return list(pool.map(lambda node: self._on(node, lambda ssh: work(ssh, node)), nodes))
 
     def _push(self, run: _Run, progress: Progress) -> None:
         def push(ssh: SSHNode, node: NodeState) -> str:
@@ -480,12 +495,8 @@ class Lab:
         nodes = self._wanted_nodes(run)
         versions = dict(zip((n.name for n in nodes), self._parallel(nodes, push), strict=True))
         controller = self._controller_node(run.state)
-        ssh = self.ssh(controller)
         config = cluster_config(controller.ip, run.options.profile.k0s)
-        try:
-            bootstrap.place_config(ssh, render(config))
-        finally:
-            ssh.close()
+        self._on(controller, lambda ssh: bootstrap.place_config(ssh, render(config)))
         run.state.cni = config["spec"].get("network", {}).get("provider", "kuberouter")
         # What the binary says, not what was asked: a local binary has no tag of its own.
         run.state.k0s_version = versions[controller.name]
@@ -514,11 +525,7 @@ class Lab:
         token_id, secret = token.new_bootstrap_token()
         expiry = dt.datetime.now(dt.UTC) + JOIN_TOKEN_TTL
         manifest = token.bootstrap_secret_manifest(token_id, secret, "worker", expiry, "k0slab worker join")
-        ssh = self.ssh(controller)
-        try:
-            bootstrap.place_join_secret(ssh, token_id, manifest)
-        finally:
-            ssh.close()
+        self._on(controller, lambda ssh: bootstrap.place_join_secret(ssh, token_id, manifest))
         run.state.join_token_id = token_id
         self.dir.save(run.state)
         run.join_token = token.worker_token(ca_cert, f"https://{controller.ip}:6443", token_id, secret)
@@ -526,8 +533,8 @@ class Lab:
 
     def _start_controller(self, run: _Run, progress: Progress) -> None:
         controller = self._controller_node(run.state)
-        ssh = self.ssh(controller)
-        try:
+
+        def start(ssh: SSHNode) -> None:
             if bootstrap.service_running(ssh):
                 progress(f"    {controller.name}: k0s already running")
                 return
@@ -537,8 +544,8 @@ class Lab:
                 bootstrap.install_controller(ssh, controller.role, controller.ip)
             bootstrap.start(ssh)
             progress(f"    {controller.name}: k0s {controller.role} started")
-        finally:
-            ssh.close()
+
+        self._on(controller, start)
 
     def _start_workers(self, run: _Run, progress: Progress) -> None:
         join_token = run.join_token
@@ -561,12 +568,23 @@ class Lab:
         timeout = run.options.profile.timeouts.ready
         hint = f"k0s journals are saved in {self.dir.logs_dir} (invoke lab.logs NODE --lab {self.name})"
         ssh = self.ssh(controller)
+
+        def fresh_on_drop(probe: Callable[[SSHNode], T]) -> Callable[[], T]:
+            # A dropped connection is one more reason "not yet": reconnect on the next attempt.
+            def attempt() -> T:
+                try:
+                    return probe(ssh)
+                except SSH_TRANSPORT_ERRORS as exc:
+                    ssh.close()
+                    raise NotYet(f"SSH to {controller.name}: {type(exc).__name__}: {exc}") from None
+            return attempt
+
         try:
             try:
                 Requirement(f"the API server of {controller.name} to answer /readyz with ok", hint,
-                            timeout_s=timeout).wait(lambda: bootstrap.readyz(ssh))
+                            timeout_s=timeout).wait(fresh_on_drop(bootstrap.readyz))
                 listed = Requirement(f"nodes {', '.join(expected)} to be Ready", hint, timeout_s=timeout).wait(
-                    lambda: bootstrap.wait_nodes_ready(ssh, expected)
+                    fresh_on_drop(lambda c: bootstrap.wait_nodes_ready(c, expected))
                 )
             except K0slabError:
                 self._save_journals(run)
@@ -593,11 +611,7 @@ class Lab:
 
     def _fetch_kubeconfig(self, run: _Run, progress: Progress) -> None:
         controller = self._controller_node(run.state)
-        ssh = self.ssh(controller)
-        try:
-            text = bootstrap.admin_kubeconfig(ssh, controller.ip, self.name)
-        finally:
-            ssh.close()
+        text = self._on(controller, lambda ssh: bootstrap.admin_kubeconfig(ssh, controller.ip, self.name))
         write_private(self.dir.kubeconfig, text)
         run.state.up_fingerprint = self._fingerprint(run)
         self.dir.save(run.state)

@@ -92,6 +92,8 @@ class Profile(BaseModel):
     provider: Literal["libvirt", "vagrant"] = "libvirt"
     # A public Vagrant box (e.g. generic/debian12) instead of k0slab's own: needs internet.
     box: str | None = None
+    # Appended to every new VM's kernel command line, e.g. "systemd.log_level=debug".
+    kernel_args: str = ""
     image: str = "debian-12"
     k0s_version: str | None = None
     defaults: NodeDefaults = Field(default_factory=NodeDefaults)
@@ -186,7 +188,7 @@ def parse_profile(data: Any, source: str) -> Profile:
 def with_overrides(
     profile: Profile, *, nodes: int | None = None, arch: str | None = None, cpus: int | None = None,
     memory: str | None = None, disk: str | None = None, k0s_version: str | None = None,
-    provider: str | None = None, box: str | None = None,
+    provider: str | None = None, box: str | None = None, kernel_args: str | None = None,
 ) -> Profile:
     """Apply command-line flags: --nodes N keeps the profile's controller and fills with workers."""
     data = profile.model_dump()
@@ -217,4 +219,6 @@ def with_overrides(
         data["provider"] = provider
     if box is not None:
         data["box"] = box
+    if kernel_args is not None:
+        data["kernel_args"] = kernel_args
     return parse_profile(data, "command line")

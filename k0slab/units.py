@@ -29,10 +29,12 @@ def parse_size(value: str | int, what: str = "size") -> int:
 
 
 def format_size(size: int) -> str:
+    """'2G' for whole units, else one decimal in the largest unit that fits ('1.5G', '300.0T')."""
     for unit in ("T", "G", "M", "K"):
-        if size >= _FACTORS[unit] and size % _FACTORS[unit] == 0:
-            return f"{size // _FACTORS[unit]}{unit}"
-    return f"{size}B" if size < 1024 else f"{size / (1 << 20):.1f}M"
+        if size >= _FACTORS[unit]:
+            whole, rest = divmod(size, _FACTORS[unit])
+            return f"{whole}{unit}" if rest == 0 else f"{size / _FACTORS[unit]:.1f}{unit}"
+    return f"{size}B"
 
 
 def mib(size: int) -> int:

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/harness.sh
 source scripts/harness.sh
-harness_setup "${K0SLAB_TEST_NETNS:-k0slab-test}"
+# --vagrant: the Vagrant backend's end-to-end test needs vagrant and vagrant-libvirt.
+harness_setup "${K0SLAB_TEST_NETNS:-k0slab-test}" --vagrant
 # Images are built before harness_start, outside the namespace (see scripts/harness.sh).
 .venv/bin/invoke image.build --arch amd64
 .venv/bin/invoke image.build --arch arm64
