@@ -160,11 +160,16 @@ def _provider_lines(lab: LabDir, state: LabState, node: NodeState, boot: BootSpe
             # The lab NIC is the only one, so Vagrant's SSH and its DHCP-lease wait use the lab IP.
             "libvirt.mgmt_attach = false",
         ]
-    for disk in boot.extra_disks:
+    for offset, disk in enumerate(boot.extra_disks):
         # vagrant-libvirt only attaches disks from a storage pool and never read-only; the k0s
-        # binary disk is shared by every VM of the lab, so it is passed to QEMU directly.
-        drive = f"file={_qemu_option(disk)},format=raw,if=virtio,readonly=on"
-        lines += ["libvirt.qemuargs :value => '-drive'", f"libvirt.qemuargs :value => {_ruby(drive)}"]
+        # binary disk is shared by every VM of the lab, so it is passed to QEMU directly. It gets
+        # an explicit PCI slot at the end of the bus: QEMU's automatic one collides with the
+        # slots libvirt assigns (measured: "slot 2 function 0 not available").
+        drive_id = f"k0slab-extra{offset}"
+        drive = f"file={_qemu_option(disk)},format=raw,if=none,id={drive_id},readonly=on"
+        device = f"virtio-blk-pci,drive={drive_id},addr={0x1f - offset:#x}"
+        for flag, value in (("-drive", drive), ("-device", device)):
+            lines += [f"libvirt.qemuargs :value => {_ruby(flag)}", f"libvirt.qemuargs :value => {_ruby(value)}"]
     return lines
 
 
@@ -237,6 +242,7 @@ class VagrantBackend:
         # The lab network, its DHCP reservations and leftovers stay with the libvirt backend.
         self._libvirt = LibvirtBackend()
         self._lock = threading.Lock()
+        self._destroy_lock = threading.Lock()
         self._checked = False
         self._first_boot: dict[str, threading.Lock] = {}
         self._booted: set[str] = set()
@@ -357,8 +363,11 @@ class VagrantBackend:
 
     def delete_vm(self, lab: LabDir, state: LabState, node: NodeState) -> None:
         if node.name in defined_machines(lab):
-            self._run(lab, f"vagrant destroy {node.name}", lambda v: v.destroy(vm_name=node.name),
-                      COMMAND_TIMEOUT_S)
+            # One destroy at a time: vagrant-libvirt removes the network after the last machine of
+            # the environment, and two concurrent destroys both tried it (measured: "Network not found").
+            with self._destroy_lock:
+                self._run(lab, f"vagrant destroy {node.name}", lambda v: v.destroy(vm_name=node.name),
+                          COMMAND_TIMEOUT_S)
             with self._lock:
                 boots = load_boots(lab)
                 boots.pop(node.name, None)

@@ -224,7 +224,10 @@ def test_binary_disk_is_passed_read_only_and_kvm_uses_the_host_cpu(lab):
     block = machines(vb.vagrantfile(lab, make_state(), {"node1": make_boot(lab, accel="kvm")}))["node1"]
     assert setting(block, "driver") == "kvm" and setting(block, "cpu_mode") == "host-passthrough"
     qemuargs = re.findall(r"libvirt\.qemuargs :value => '([^']+)'", block)
-    assert qemuargs == ["-drive", "file=/var/lib/k0slab/disks/lab1/k0s-amd64.img,format=raw,if=virtio,readonly=on"]
+    assert qemuargs == [
+        "-drive", "file=/var/lib/k0slab/disks/lab1/k0s-amd64.img,format=raw,if=none,id=k0slab-extra0,readonly=on",
+        "-device", "virtio-blk-pci,drive=k0slab-extra0,addr=0x1f",
+    ]
 
 
 def test_arm64_nodes_get_their_machine_and_no_x86_defaults(lab):
