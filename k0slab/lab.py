@@ -224,7 +224,7 @@ class Lab:
                     target = folder / f"{node.name}.k0s.log"
                     target.write_text(self.logs(node.name))
                     written.append(target)
-        for extra in ("up-timings.json",):
+        for extra in ("up-timings.json", "vagrant.log"):
             source = self.dir.logs_dir / extra
             if source.exists():
                 written.append(Path(shutil.copy(source, folder / extra)))
@@ -629,10 +629,14 @@ def _vm_request(profile: Profile, spec: NodeSpec) -> vmmod.VMRequest:
     )
 
 
-def prune(progress: Progress, backend: VMBackend | None = None) -> list[str]:
+def prune(progress: Progress, backends: list[VMBackend] | None = None) -> list[str]:
     """Remove what k0slab created that no lab state owns (after a crash or a lost state file).
-    Only resources carrying k0slab's libvirt metadata, and k0slab's own folders, are touched."""
-    backend = backend or vmmod.get_backend()
+    Only resources carrying k0slab's libvirt metadata, Vagrant machines in k0slab's lab folders,
+    and k0slab's own folders are touched."""
+    if backends is None:
+        backends = [vmmod.get_backend("libvirt")]
+        if shutil.which("vagrant"):
+            backends.insert(0, vmmod.get_backend("vagrant"))  # its machines go before their folders
     owners: set[str] = set()
     for folder in all_labs():
         try:
@@ -641,10 +645,11 @@ def prune(progress: Progress, backend: VMBackend | None = None) -> list[str]:
         except K0slabError:
             pass  # a corrupt state owns nothing
     removed = []
-    for resource in backend.owned_resources():
-        if resource.lab not in owners:
-            backend.remove_resource(resource)
-            removed.append(f"{resource.kind} {resource.name}")
+    for backend in backends:
+        for resource in backend.owned_resources():
+            if resource.lab not in owners and f"{resource.kind} {resource.name}" not in removed:
+                backend.remove_resource(resource)
+                removed.append(f"{resource.kind} {resource.name}")
     for folder in (labs_dir(), vm_disks_dir(), data_home() / "locks"):
         if not folder.is_dir():
             continue

@@ -278,11 +278,11 @@ def find_node(state: LabState, name: str) -> NodeState:
 
 
 def list_vms(lab_name: str, backend: VMBackend | None = None) -> list[dict[str, object]]:
-    backend = backend or get_backend()
     lab = LabDir(lab_name)
     state = lab.load_or_none()
     if state is None:
         return []
+    backend = backend or get_backend(state.provider)
     return [
         {
             "name": n.name, "state": backend.vm_state(state, n), "ipv4": n.ip, "image": n.image,
@@ -293,8 +293,8 @@ def list_vms(lab_name: str, backend: VMBackend | None = None) -> list[dict[str, 
 
 
 def info(lab_name: str, name: str, backend: VMBackend | None = None) -> dict[str, object]:
-    backend = backend or get_backend()
     lab, state = load(lab_name)
+    backend = backend or get_backend(state.provider)
     node = find_node(state, name)
     disk = lab.disk(name)
     return {
@@ -340,15 +340,15 @@ def _split_location(location: str) -> tuple[str | None, str]:
 
 
 def stop(lab_name: str, name: str, force: bool = False) -> None:
-    backend = get_backend()
     lab, state = load(lab_name)
+    backend = get_backend(state.provider)
     with lab.locked():
         backend.stop_vm(state, find_node(state, name), force=force)
 
 
 def start(lab_name: str, name: str, wait: bool = True, progress: Progress = print) -> None:
-    backend = get_backend()
     lab, state = load(lab_name)
+    backend = get_backend(state.provider)
     with lab.locked():
         node = find_node(state, name)
         backend.start_vm(state, node)
@@ -360,8 +360,8 @@ def start(lab_name: str, name: str, wait: bool = True, progress: Progress = prin
 def delete(lab_name: str, name: str, purge: bool = False, backend: VMBackend | None = None) -> None:
     """Remove the VM completely; its console log stays for post-mortems unless purge.
     Deleting the last VM with purge also removes the lab's network and folder."""
-    backend = backend or get_backend()
     lab, state = load(lab_name)
+    backend = backend or get_backend(state.provider)
     with lab.locked():
         node = find_node(state, name)
         backend.delete_vm(lab, state, node)
