@@ -211,16 +211,21 @@ def build(name: str, arch: str, *, force: bool = False, progress: Progress = pri
             built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             build_seconds=round(time.monotonic() - started, 1),
         )
-        (work / "image.json").write_text(image.model_dump_json(exclude={"path"}, indent=2))
-        # Readable by the unprivileged QEMU that libvirt runs.
-        for item in [work, *work.iterdir()]:
-            item.chmod(0o755 if item.is_dir() else 0o644)
-        shutil.rmtree(final, ignore_errors=True)
-        work.rename(final)
-        return image
+        return _publish(work, image)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _publish(work: Path, image: Image) -> Image:
+    """Record the image and move its finished work folder into place in one rename."""
+    (work / "image.json").write_text(image.model_dump_json(exclude={"path"}, indent=2))
+    # Readable by the unprivileged QEMU that libvirt runs.
+    for item in [work, *work.iterdir()]:
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    shutil.rmtree(image.path, ignore_errors=True)
+    work.rename(image.path)
+    return image
 
 
 def _remove_stale_builds() -> None:
@@ -348,10 +353,7 @@ def pull(url: str, checksums_url: str, name: str, arch: str, progress: Progress 
             built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             build_seconds=round(time.monotonic() - started, 1),
         )
-        (work / "image.json").write_text(image.model_dump_json(exclude={"path"}, indent=2))
-        shutil.rmtree(target_dir, ignore_errors=True)
-        work.rename(target_dir)
-        return image
+        return _publish(work, image)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -6,6 +6,7 @@ anywhere else (they fail, never skip: a skipped VM test must not look like a pas
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -73,6 +74,16 @@ STANDIN = REPO / "tests" / "standin" / "k0s"
 
 def node_exec(lab: str, node: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return invoke("vm.exec", node, "--lab", lab, "--", "sh", "-c", command, check=check)
+
+
+def cluster_nodes(lab: str, controller: str = "node1") -> dict[str, dict]:
+    """`k0s kubectl get nodes -o json` on the controller, by node name."""
+    out = node_exec(lab, controller, "k0s kubectl get nodes -o json").stdout
+    return {item["metadata"]["name"]: item for item in json.loads(out)["items"]}
+
+
+def ready_of(item: dict) -> str:
+    return next(c["status"] for c in item["status"]["conditions"] if c["type"] == "Ready")
 
 
 def set_knobs(lab: str, node: str, knobs: dict[str, object]) -> None:

@@ -6,20 +6,14 @@ import time
 
 import pytest
 
-from .conftest import STANDIN, invoke, lab_leftovers, node_exec
+from .conftest import STANDIN, cluster_nodes, invoke, lab_leftovers, node_exec, ready_of
 
 pytestmark = [pytest.mark.vm, pytest.mark.arm64]
 
 
 def _arches(lab: str) -> dict[str, tuple[str, str]]:
-    items = json.loads(node_exec(lab, "node1", "k0s kubectl get nodes -o json").stdout)["items"]
-    return {
-        item["metadata"]["name"]: (
-            item["metadata"]["labels"]["kubernetes.io/arch"],
-            next(c["status"] for c in item["status"]["conditions"] if c["type"] == "Ready"),
-        )
-        for item in items
-    }
+    return {name: (item["metadata"]["labels"]["kubernetes.io/arch"], ready_of(item))
+            for name, item in cluster_nodes(lab).items()}
 
 
 def test_single_node_arm64_lab():

@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from .conftest import STANDIN, invoke, lab_leftovers, node_exec, set_knobs
+from .conftest import STANDIN, cluster_nodes, invoke, lab_leftovers, node_exec, ready_of, set_knobs
 
 pytestmark = pytest.mark.vm
 LAB = "itlab"
@@ -25,22 +25,13 @@ def lab():
         invoke("lab.down", "--lab", LAB, check=False)
 
 
-def _nodes_json() -> dict[str, dict]:
-    out = node_exec(LAB, "node1", "k0s kubectl get nodes -o json").stdout
-    return {item["metadata"]["name"]: item for item in json.loads(out)["items"]}
-
-
-def _ready(item: dict) -> str:
-    return next(c["status"] for c in item["status"]["conditions"] if c["type"] == "Ready")
-
-
 def test_three_nodes_ready_with_lab_ips(lab):
     status = json.loads(invoke("lab.status", "--json", "--lab", LAB).stdout)
     ips = {n["name"]: n["ip"] for n in status["nodes"]}
-    nodes = _nodes_json()
+    nodes = cluster_nodes(LAB)
     assert sorted(nodes) == ["node1", "node2", "node3"]
     for name, item in nodes.items():
-        assert _ready(item) == "True"
+        assert ready_of(item) == "True"
         internal = [a["address"] for a in item["status"]["addresses"] if a["type"] == "InternalIP"]
         assert internal == [ips[name]]
     for phase in ("resolve k0s binary", "create network and VMs", "wait for SSH", "install and start workers",
@@ -170,7 +161,7 @@ def test_a_killed_worker_is_reported_then_repaired_by_up(lab):
     assert "NodeStatusUnknown" in node2["condition"]
     result = invoke("lab.up", "--nodes", "3", "--k0s-binary", str(STANDIN), "--lab", LAB)
     assert "node2 was Stopped: starting it" in result.stdout
-    assert _ready(_nodes_json()["node2"]) == "True"
+    assert ready_of(cluster_nodes(LAB)["node2"]) == "True"
 
 
 def test_down_leaves_nothing_behind(lab):

@@ -3,11 +3,10 @@ retries, and the logs show them. The VMs are made first with vm.launch so the st
 knobs are in place before k0s ever starts; lab.up then adopts them."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from .conftest import STANDIN, invoke, lab_leftovers, node_exec, set_knobs
+from .conftest import STANDIN, cluster_nodes, invoke, lab_leftovers, ready_of, set_knobs
 
 pytestmark = pytest.mark.vm
 LAB = "itfault"
@@ -25,9 +24,7 @@ def faulty_lab():
 
 
 def test_slow_controller_and_refused_joins_end_ready(faulty_lab):
-    nodes = json.loads(node_exec(LAB, "node1", "k0s kubectl get nodes -o json").stdout)["items"]
-    ready = {n["metadata"]["name"]: next(c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready")
-             for n in nodes}
+    ready = {name: ready_of(item) for name, item in cluster_nodes(LAB).items()}
     assert ready == {"node1": "True", "node2": "True"}
 
 

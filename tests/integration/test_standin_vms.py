@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .conftest import STANDIN, invoke, node_exec, set_knobs
+from .conftest import STANDIN, cluster_nodes, invoke, node_exec, ready_of, set_knobs
 
 pytestmark = pytest.mark.vm
 LAB = "itstandin"
@@ -28,15 +28,6 @@ def two_vms():
             invoke("vm.delete", name, "--purge", "--lab", LAB, check=False)
 
 
-def _nodes() -> dict[str, dict]:
-    out = node_exec(LAB, "cp", "k0s kubectl get nodes -o json").stdout
-    return {item["metadata"]["name"]: item for item in json.loads(out)["items"]}
-
-
-def _ready(item: dict) -> str:
-    return next(c["status"] for c in item["status"]["conditions"] if c["type"] == "Ready")
-
-
 def test_controller_and_worker_join_over_the_lab_network(two_vms):
     cp, wk = two_vms["cp"], two_vms["wk"]
     set_knobs(LAB, "cp", {"node_grace_seconds": 8})
@@ -54,8 +45,8 @@ def test_controller_and_worker_join_over_the_lab_network(two_vms):
               f"k0s install worker --token-file /etc/k0s/k0stoken --kubelet-extra-args=--node-ip={wk} && k0s start")
     deadline = time.monotonic() + 120
     while True:
-        nodes = _nodes()
-        if set(nodes) == {"cp", "wk"} and all(_ready(n) == "True" for n in nodes.values()):
+        nodes = cluster_nodes(LAB, "cp")
+        if set(nodes) == {"cp", "wk"} and all(ready_of(n) == "True" for n in nodes.values()):
             break
         assert time.monotonic() < deadline, f"nodes never Ready: {nodes}"
         time.sleep(2)
@@ -65,11 +56,11 @@ def test_controller_and_worker_join_over_the_lab_network(two_vms):
     assert "Role: worker" in node_exec(LAB, "wk", "k0s status").stdout
 
 
-def test_stopping_the_worker_vm_makes_it_not_ready(two_vms):
+def test_stopping_the_worker_vm_makes_it_notready_of(two_vms):
     invoke("vm.stop", "wk", "--force", "--lab", LAB)
     deadline = time.monotonic() + 60
-    while _ready(_nodes()["wk"]) == "True":
+    while ready_of(cluster_nodes(LAB, "cp")["wk"]) == "True":
         assert time.monotonic() < deadline, "wk stayed Ready after its VM stopped"
         time.sleep(2)
-    assert _ready(_nodes()["wk"]) == "Unknown"
-    assert _ready(_nodes()["cp"]) == "True"
+    assert ready_of(cluster_nodes(LAB, "cp")["wk"]) == "Unknown"
+    assert ready_of(cluster_nodes(LAB, "cp")["cp"]) == "True"
