@@ -68,6 +68,7 @@ class _Run:
     binary_disks: dict[str, Path] = field(default_factory=dict)  # arch -> raw disk with the binary
     new_nodes: list[NodeState] = field(default_factory=list)
     join_token: str | None = None
+    unjoined: list[str] | None = None  # workers with no k0s unit yet (None: not asked yet)
     ssh_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -367,8 +368,7 @@ class Lab:
             Phase("wait for SSH", bound(self._wait_ssh)),
             Phase("push k0s binary and config", bound(self._push)),
             Phase("cluster CA and join token", bound(self._join_material), check(self._workers_to_join)),
-            Phase("install and start the controller", bound(self._start_controller)),
-            Phase("install and start workers", bound(self._start_workers), check(self._workers_to_join)),
+            Phase("install and start k0s on every node", bound(self._start_k0s)),
             Phase("wait for /readyz and every node Ready", bound(self._wait_ready)),
             Phase("fetch the admin kubeconfig", bound(self._fetch_kubeconfig)),
         ]
@@ -503,11 +503,12 @@ class Lab:
         self.dir.save(run.state)
 
     def _workers_to_join(self, run: _Run) -> bool:
-        workers = [n for n in self._wanted_nodes(run) if n.role == "worker"]
-        if not workers:
-            return False
-        installed = self._parallel(workers, lambda ssh, node: bootstrap.unit_installed(ssh, "worker"))
-        return not all(installed)
+        """Whether any worker still lacks its k0s unit; asked once per run, then kept up to date."""
+        if run.unjoined is None:
+            workers = [n for n in self._wanted_nodes(run) if n.role == "worker"]
+            states = self._parallel(workers, lambda ssh, node: bootstrap.service_state(ssh, "worker"))
+            run.unjoined = [n.name for n, state in zip(workers, states, strict=True) if state == "absent"]
+        return bool(run.unjoined)
 
     def _ca(self) -> tuple[bytes, bytes]:
         cert, key = self.dir.pki_dir / "ca.crt", self.dir.pki_dir / "ca.key"
@@ -531,36 +532,30 @@ class Lab:
         run.join_token = token.worker_token(ca_cert, f"https://{controller.ip}:6443", token_id, secret)
         progress(f"    join token {token_id} valid until {expiry:%H:%M} UTC (invalidated after the join)")
 
-    def _start_controller(self, run: _Run, progress: Progress) -> None:
-        controller = self._controller_node(run.state)
-
-        def start(ssh: SSHNode) -> None:
-            if bootstrap.service_running(ssh):
-                progress(f"    {controller.name}: k0s already running")
-                return
-            if not bootstrap.unit_installed(ssh, controller.role):
-                cert, key = self._ca()
-                bootstrap.place_ca(ssh, cert, key)
-                bootstrap.install_controller(ssh, controller.role, controller.ip)
-            bootstrap.start(ssh)
-            progress(f"    {controller.name}: k0s {controller.role} started")
-
-        self._on(controller, start)
-
-    def _start_workers(self, run: _Run, progress: Progress) -> None:
+    def _start_k0s(self, run: _Run, progress: Progress) -> None:
+        """Controller and workers at once: workers retry their join until the controller's API
+        answers, which the pre-shared token makes possible."""
         join_token = run.join_token
 
-        def join(ssh: SSHNode, node: NodeState) -> None:
-            if bootstrap.service_running(ssh):
+        def start(ssh: SSHNode, node: NodeState) -> None:
+            state = bootstrap.service_state(ssh, node.role)
+            if state == "running":
+                progress(f"    {node.name}: k0s already running")
                 return
-            if not bootstrap.unit_installed(ssh, "worker"):
-                if join_token is None:
-                    raise K0slabError(f"{node.name}: no join token made in this run", "run lab.up again")
-                bootstrap.install_worker(ssh, join_token, node.ip)
+            if state == "absent":
+                if node.role == "worker":
+                    if join_token is None:
+                        raise K0slabError(f"{node.name}: no join token made in this run", "run lab.up again")
+                    bootstrap.install_worker(ssh, join_token, node.ip)
+                else:
+                    cert, key = self._ca()
+                    bootstrap.place_ca(ssh, cert, key)
+                    bootstrap.install_controller(ssh, node.role, node.ip)
             bootstrap.start(ssh)
-            progress(f"    {node.name}: k0s worker started, joining")
+            progress(f"    {node.name}: k0s {node.role} started" + (", joining" if node.role == "worker" else ""))
 
-        self._parallel([n for n in self._wanted_nodes(run) if n.role == "worker"], join)
+        self._parallel(self._wanted_nodes(run), start)
+        run.unjoined = []
 
     def _wait_ready(self, run: _Run, progress: Progress) -> None:
         controller = self._controller_node(run.state)

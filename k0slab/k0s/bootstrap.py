@@ -78,13 +78,15 @@ def remove_join_secret(controller: Runner, token_id: str) -> None:
     controller.run(f"{K0S_BINARY} token invalidate {shlex.quote(token_id)}", check=False)
 
 
-def service_running(node: Runner) -> bool:
-    return node.run(f"{K0S_BINARY} status", check=False).ok
-
-
-def unit_installed(node: Runner, role: str) -> bool:
-    unit = "k0sworker" if role == "worker" else "k0scontroller"
-    return node.run(f"test -f /etc/systemd/system/{unit}.service", check=False).ok
+def service_state(node: Runner, role: str) -> str:
+    """'running', 'installed' (unit written, not active) or 'absent', in one cheap round trip:
+    `k0s status` would start a k0s process, which costs seconds under emulation."""
+    unit = "k0sworker" if role == "worker" else "k0scontroller"  # the units `k0s install` writes
+    script = (
+        f"if [ -f /etc/systemd/system/{unit}.service ]; then "
+        f"systemctl is-active --quiet {unit} && echo running || echo installed; else echo absent; fi"
+    )
+    return node.run(script).stdout.strip()
 
 
 def install_controller(controller: Runner, role: str, ip: str) -> None:

@@ -34,7 +34,7 @@ def test_three_nodes_ready_with_lab_ips(lab):
         assert ready_of(item) == "True"
         internal = [a["address"] for a in item["status"]["addresses"] if a["type"] == "InternalIP"]
         assert internal == [ips[name]]
-    for phase in ("resolve k0s binary", "create network and VMs", "wait for SSH", "install and start workers",
+    for phase in ("resolve k0s binary", "create network and VMs", "wait for SSH", "install and start k0s on every node",
                   "wait for /readyz and every node Ready", "fetch the admin kubeconfig"):
         assert f"{phase}: done in" in lab["output"]
 

@@ -98,7 +98,7 @@ def test_ctrl_c_while_creating_vms_leaves_a_lab_down_removes():
 def test_ctrl_c_in_every_later_phase_then_up_finishes_and_down_cleans():
     lab = "itint2"
     phases = ["wait for SSH", "push k0s binary and config", "cluster CA and join token",
-              "install and start the controller", "install and start workers",
+              "install and start k0s on every node",
               "wait for /readyz and every node Ready"]
     try:
         for phase in phases:
