@@ -88,15 +88,18 @@ def host_up(netns: str = DEFAULT_NETNS) -> str:
     return f"libvirt in network namespace {netns}: {what} ({pids}); {kvm}; export K0SLAB_NETNS={netns}"
 
 
-def _destroy_all_domains() -> list[str]:
+def _stop_guests_and_networks() -> list[str]:
+    """Stop the private libvirtd's VMs and networks: QEMU and dnsmasq processes outlive libvirtd
+    (and keep the deleted namespace alive) if they are left running."""
     import libvirt
 
     conn = libvirt.open(os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system"))
     try:
-        running = [d for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
-        for domain in running:
-            domain.destroy()
-        return [f"VM {d.name()}" for d in running]
+        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        networks = conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)
+        for item in [*domains, *networks]:
+            item.destroy()
+        return [f"VM {d.name()}" for d in domains] + [f"network {n.name()}" for n in networks]
     finally:
         conn.close()
 
@@ -118,9 +121,7 @@ def host_down(netns: str = DEFAULT_NETNS) -> str:
     """Stop the daemons this module started (by their pidfiles) and delete the namespace."""
     stopped = []
     if _running(_pidfile("libvirtd", netns)) is not None:
-        # QEMU processes outlive libvirtd: stop this private instance's VMs first, or they would
-        # keep running with no one to manage them.
-        stopped += _destroy_all_domains()
+        stopped += _stop_guests_and_networks()
     for daemon in ("libvirtd", "virtlogd"):
         pidfile = _pidfile(daemon, netns)
         pid = _running(pidfile)
