@@ -164,6 +164,20 @@ def test_a_killed_worker_is_reported_then_repaired_by_up(lab):
     assert ready_of(cluster_nodes(LAB)["node2"]) == "True"
 
 
+def test_more_nodes_adds_a_worker_and_keeps_the_others(lab):
+    before = {name: item["metadata"].get("uid") or item["metadata"].get("creationTimestamp")
+              for name, item in cluster_nodes(LAB).items()}
+    result = invoke("lab.up", "--nodes", "4", "--k0s-binary", str(STANDIN), "--lab", LAB)
+    assert "node4: worker, amd64" in result.stdout
+    for node in ("node1", "node2", "node3"):
+        assert f"{node}: k0s already running" in result.stdout
+    nodes = cluster_nodes(LAB)
+    assert sorted(nodes) == ["node1", "node2", "node3", "node4"]
+    assert all(ready_of(item) == "True" for item in nodes.values())
+    assert {name: nodes[name]["metadata"].get("uid") or nodes[name]["metadata"].get("creationTimestamp")
+            for name in before} == before
+
+
 def test_down_leaves_nothing_behind(lab):
     assert lab_leftovers(LAB)
     started = time.monotonic()
