@@ -126,10 +126,18 @@ class Lab:
             return manager.timings
 
     def down(self, progress: Progress) -> None:
-        """Remove everything of the lab: VMs, network, disks, keys, files. Safe on a half-made lab."""
-        state = self.dir.load_or_none() if self.dir.state_file.exists() else None
+        """Remove everything of the lab: VMs, network, disks, keys, files. Safe on a half-made lab,
+        and on one whose state file is corrupt: what libvirt holds is found by its lab metadata."""
+        try:
+            state = self.dir.load_or_none()
+        except K0slabError as corrupt:
+            progress(f"{corrupt.message}: removing what libvirt knows of lab {self.name}")
+            state = None
+        if state is None and not self.dir.path.exists() and not self.dir.disks_dir.exists():
+            progress(f"no lab {self.name}: nothing to remove")
+            return
         with self.dir.locked():
-            backend = self.backend
+            backend = self._backend or vmmod.get_backend(state.provider if state else "libvirt")
             if state is not None:
                 with ThreadPoolExecutor(max_workers=max(1, len(state.nodes))) as pool:
                     list(pool.map(lambda n: backend.delete_vm(self.dir, state, n), state.nodes.values()))
