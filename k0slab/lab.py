@@ -1,5 +1,5 @@
 """A lab's whole lifecycle in a few verbs (the shape of kubetest2's deployer):
-up, down, is_up, status, kubeconfig, dump_logs.
+up, down, status (whose nodes say whether it is up), kubeconfig, dump_logs.
 
 `up` is an ordered list of phases (see phases.py): resolve the k0s binary, create the network
 and VMs, wait for SSH, push binary and config, make the CA and join token, start the
@@ -149,13 +149,6 @@ class Lab:
                     backend.remove_resource(resource)
             self.dir.remove()
         progress(f"lab {self.name} removed")
-
-    def is_up(self) -> bool:
-        state = self.dir.load_or_none()
-        if state is None or not self.dir.kubeconfig.exists():
-            return False
-        status = self.status()
-        return all(n["ready"] for n in status["nodes"])
 
     def kubeconfig(self) -> Path:
         if not self.dir.kubeconfig.exists():
