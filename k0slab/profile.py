@@ -137,9 +137,6 @@ class Profile(BaseModel):
     def controller(self) -> NodeSpec:
         return next(n for n in self.nodes if n.role in CONTROLLER_ROLES)
 
-    def memory_bytes(self) -> int:
-        return sum(parse_size(self.node_memory(n)) for n in self.nodes)
-
 
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))

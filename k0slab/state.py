@@ -56,10 +56,6 @@ class LabState(BaseModel):
     # Set when lab.up finished: a re-run with the same request only checks readiness.
     up_fingerprint: str | None = None
 
-    @property
-    def gateway(self) -> str:
-        return f"{subnet_prefix(self.subnet_index)}.1"
-
 
 def subnet_prefix(index: int) -> str:
     return f"10.213.{index}"
