@@ -80,15 +80,8 @@ def create_ca(common_name: str = CA_COMMON_NAME, days: int = CA_DAYS) -> tuple[b
     validate_days(days)
     key = _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    start, end = _validity(days)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
+        _builder(name, name, key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -101,6 +94,20 @@ def create_ca(common_name: str = CA_COMMON_NAME, days: int = CA_DAYS) -> tuple[b
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey, days: int) -> x509.CertificateBuilder:
+    """What every certificate k0slab makes shares: names, key, a fresh serial, the validity window."""
+    start, end = _validity(days)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+    )
 
 
 def _load_cert(pem: bytes, what: str) -> x509.Certificate:
@@ -135,15 +142,8 @@ def sign_client_cert(
     validate_days(days)
     ca_cert, ca_key = _load_ca(ca_cert_pem, ca_key_pem)
     key = _new_key()
-    start, end = _validity(days)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(_client_subject(common_name, organizations))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
+        _builder(_client_subject(common_name, organizations), ca_cert.subject, key, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
