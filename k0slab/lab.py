@@ -66,6 +66,7 @@ class _Run:
     version: str = ""
     binaries: dict[str, Path] = field(default_factory=dict)  # arch -> k0s binary
     binary_disks: dict[str, Path] = field(default_factory=dict)  # arch -> raw disk with the binary
+    payloads: dict[str, bootstrap.BinaryPayload] = field(default_factory=dict)  # arch -> what nodes check
     new_nodes: list[NodeState] = field(default_factory=list)
     join_token: str | None = None
     unjoined: list[str] | None = None  # workers with no k0s unit yet (None: not asked yet)
@@ -408,16 +409,18 @@ class Lab:
         run.version = release.resolve_version(profile.k0s_version) if run.options.k0s_binary is None else ""
         for arch in sorted({profile.node_arch(n) for n in profile.nodes}):
             binary = release.binary_for(run.version or None, run.options.k0s_binary, arch, progress)
+            # Read and hashed once per arch: the real k0s is ~250 MB, and every node needs its sum.
+            data = binary.read_bytes()
             run.binaries[arch] = binary
-            run.binary_disks[arch] = self._binary_disk(binary, arch)
+            run.payloads[arch] = bootstrap.BinaryPayload(hashlib.sha256(data).hexdigest(), len(data))
+            run.binary_disks[arch] = self._binary_disk(data, arch)
             progress(f"    {arch}: {binary}")
 
-    def _binary_disk(self, binary: Path, arch: str) -> Path:
+    def _binary_disk(self, data: bytes, arch: str) -> Path:
         """A raw disk holding the binary, attached read-only to every VM of that arch: each node
         copies k0s from it locally instead of receiving it through SSH encryption, which is
         slow under emulation."""
         disk = self.dir.disks_dir / f"k0s-{arch}.img"
-        data = binary.read_bytes()
         padded = data + b"\0" * (-len(data) % 512)
         if not disk.exists() or disk.read_bytes() != padded:
             tmp = disk.with_suffix(".tmp")
@@ -483,11 +486,9 @@ class Lab:
 
     def _push(self, run: _Run, progress: Progress) -> None:
         def push(ssh: SSHNode, node: NodeState) -> str:
-            binary = run.binaries[node.arch]
-            payload = bootstrap.BinaryPayload(hashlib.sha256(binary.read_bytes()).hexdigest(), binary.stat().st_size)
-            how = bootstrap.install_binary_from_disk(ssh, payload)
+            how = bootstrap.install_binary_from_disk(ssh, run.payloads[node.arch])
             if how == "stale":
-                ssh.put_file(binary, bootstrap.K0S_BINARY, mode=0o755)
+                ssh.put_file(run.binaries[node.arch], bootstrap.K0S_BINARY, mode=0o755)
                 how = "sftp"
             version = bootstrap.k0s_version(ssh)
             progress(f"    {node.name}: k0s {version} ({how})")
