@@ -16,13 +16,13 @@ from invoke import Collection, Exit, task
 
 from pathlib import Path
 
-from k0slab import arch as archmod
-from k0slab import hostenv
-from k0slab import image as imagemod
-from k0slab import ui
-from k0slab import vm as vmmod
-from k0slab.errors import K0slabError
-from k0slab.units import parse_whole
+from k0slab.vms import arch as archmod
+from k0slab.vms import hostenv
+from k0slab.vms import image as imagemod
+from k0slab.core import ui
+from k0slab.vms import vm as vmmod
+from k0slab.core.errors import K0slabError
+from k0slab.core.units import parse_whole
 
 ui.setup_logging()
 LAB_HELP = "lab name (default: default); several labs live side by side"
@@ -82,7 +82,7 @@ def image_list(c, json=False):
 @friendly
 def image_box(c, image="debian-12", arch=None):
     """Package the cached image as a vagrant-libvirt box (lab.up --provider vagrant adds it to Vagrant)."""
-    from k0slab import vagrant_box
+    from k0slab.vms import vagrant_box
 
     arch = arch or archmod.host_arch()
     path = vagrant_box.build_box(image, arch, progress=ui.progress)
@@ -150,7 +150,7 @@ def vm_exec(c, name, lab="default"):
 @friendly
 def vm_shell(c, name, lab="default"):
     """An interactive root shell on the VM (OpenSSH, with a TTY)."""
-    from k0slab.ssh import interactive_argv
+    from k0slab.vms.ssh import interactive_argv
 
     lab_dir, state = vmmod.load(lab)
     node = vmmod.find_node(state, name)
@@ -201,7 +201,7 @@ def vm_delete(c, name, lab="default", purge=False):
 
 
 def _lab(name: str):
-    from k0slab.lab import Lab
+    from k0slab.cluster.lab import Lab
 
     return Lab(name)
 
@@ -222,8 +222,8 @@ def _lab(name: str):
 def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0s_binary=None, arch=None,
            cpus=None, memory=None, disk=None, provider=None, box=None, dry_run=False):
     """Bring up a k0s cluster in VMs: node1 controller+worker, the others workers. Safe to re-run."""
-    from k0slab.lab import UpOptions
-    from k0slab.profile import load_profile, with_overrides
+    from k0slab.cluster.lab import UpOptions
+    from k0slab.core.profile import load_profile, with_overrides
 
     nodes = parse_whole(nodes, "--nodes") if nodes is not None else None
     cpus = parse_whole(cpus, "--cpus") if cpus is not None else None
@@ -349,7 +349,7 @@ def lab_users(c, lab="default", json=False):
 @friendly
 def lab_smoke(c, only=None, junit=None, json=None, user=None, lab="default", timeout=180.0):
     """Smoke-test the cluster: a table, reports for CI, exit 0 only if every check that ran passed."""
-    from k0slab import smoke
+    from k0slab.checks import smoke
 
     checks = [name for name in only.split(",") if name] if only else None
     report = _lab(lab).smoke(checks, user, ui.progress, smoke.SmokeSettings(check_timeout_s=float(timeout)))
@@ -367,7 +367,7 @@ def lab_smoke(c, only=None, junit=None, json=None, user=None, lab="default", tim
 @friendly
 def lab_prune(c):
     """Remove VMs, networks and folders k0slab created that no lab owns any more (after a crash)."""
-    from k0slab.lab import prune
+    from k0slab.cluster.lab import prune
 
     prune(ui.progress)
 

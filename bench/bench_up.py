@@ -28,17 +28,17 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from k0slab import image as imagemod
-from k0slab import vm as vmmod
-from k0slab.accel import choose_accel
-from k0slab.arch import arch_settings
-from k0slab.domain import domain_name
-from k0slab.errors import K0slabError
-from k0slab.lab import Lab
-from k0slab.libvirt_backend import LibvirtBackend
-from k0slab.paths import REPO_ROOT
-from k0slab.proc import require_tool, run
-from k0slab.state import LabDir
+from k0slab.vms import image as imagemod
+from k0slab.vms import vm as vmmod
+from k0slab.vms.accel import choose_accel
+from k0slab.vms.arch import arch_settings
+from k0slab.vms.domain import domain_name
+from k0slab.core.errors import K0slabError
+from k0slab.cluster.lab import Lab
+from k0slab.vms.libvirt_backend import LibvirtBackend
+from k0slab.core.paths import REPO_ROOT
+from k0slab.core.proc import require_tool, run
+from k0slab.core.state import LabDir
 
 Progress = Callable[[str], None]
 IMAGE = "debian-12"

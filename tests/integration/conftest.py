@@ -96,7 +96,7 @@ def set_knobs(lab: str, node: str, knobs: dict[str, object]) -> None:
 
 def lab_leftovers(lab: str) -> list[str]:
     """Everything of a lab that still exists in libvirt or on disk."""
-    from k0slab.state import LabDir
+    from k0slab.core.state import LabDir
 
     conn = libvirt.open("qemu:///system")
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from k0slab.k0s.release import elf_arch
+from k0slab.cluster.k0s.release import elf_arch
 
 from .conftest import invoke
 

@@ -14,7 +14,7 @@ import libvirt
 import pytest
 import yaml
 
-from k0slab.state import LabDir
+from k0slab.core.state import LabDir
 
 from .conftest import INVOKE, REPO, STANDIN, invoke, lab_leftovers
 

@@ -39,7 +39,7 @@ def lab():
 
 
 def _lab_path() -> str:
-    from k0slab.state import LabDir
+    from k0slab.core.state import LabDir
 
     return str(LabDir(LAB).path)
 

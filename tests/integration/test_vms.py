@@ -10,7 +10,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from k0slab.state import LabDir
+from k0slab.core.state import LabDir
 
 from .conftest import invoke, k0slab_domains, k0slab_networks
 

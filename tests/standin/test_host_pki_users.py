@@ -12,9 +12,10 @@ import subprocess
 
 from conftest import STANDIN, STANDIN_PYTHON, Node, start_controller, start_worker, wait_for
 
-from k0slab import pki, users
-from k0slab.k0s import token
-from k0slab.remote import CommandResult, RemoteCommandError
+from k0slab.cluster import pki
+from k0slab.cluster import users
+from k0slab.cluster.k0s import token
+from k0slab.vms.remote import CommandResult, RemoteCommandError
 
 K0S = "/usr/local/bin/k0s"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from k0slab import image as imagemod
-from k0slab import pki
-from k0slab.arch import host_arch
-from k0slab.paths import REPO_ROOT
+from k0slab.vms import image as imagemod
+from k0slab.cluster import pki
+from k0slab.vms.arch import host_arch
+from k0slab.core.paths import REPO_ROOT
 
 # A case that slips past validation would start creating a lab; fail it instead of waiting on a boot.
 COMMAND_TIMEOUT_S = 30

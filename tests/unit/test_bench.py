@@ -11,8 +11,8 @@ import yaml
 from rich.console import Console
 
 from bench import bench_up as bench
-from k0slab import image as imagemod
-from k0slab.errors import K0slabError
+from k0slab.vms import image as imagemod
+from k0slab.core.errors import K0slabError
 
 PHASES = {"resolve k0s binary": 0.4, "create network and VMs": 2.0, "wait for SSH": 30.0,
           bench.READY_PHASE: 20.0, "fetch the admin kubeconfig": 0.3}
@@ -155,7 +155,7 @@ def test_a_clean_run_that_could_not_remove_a_lab_fails():
 
 
 def test_lab_names_fit_k0slab_rules():
-    from k0slab.state import validate_lab_name
+    from k0slab.core.state import validate_lab_name
 
     with bench.fresh_labs(lambda _name: None, lambda _line: None) as new:
         for suffix in ("up1", "up3", "k12", "c12"):
@@ -163,7 +163,7 @@ def test_lab_names_fit_k0slab_rules():
 
 
 def test_a_whole_run_with_fakes_goes_on_after_a_failed_step_and_removes_its_labs(tmp_path, monkeypatch):
-    from k0slab.state import LabDir
+    from k0slab.core.state import LabDir
 
     monkeypatch.setenv("K0SLAB_HOME", str(tmp_path))
     downed: list[str] = []

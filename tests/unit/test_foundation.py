@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from k0slab import image as imagemod
-from k0slab.domain import DomainSpec, domain_xml
-from k0slab.errors import K0slabError
-from k0slab.network import allocate_subnet, bridge_name, network_xml, node_ip, node_mac
-from k0slab.state import LabDir, LabState, NodeState, validate_lab_name, write_private
-from k0slab.units import parse_size, validate_cpus, validate_hostname
+from k0slab.vms import image as imagemod
+from k0slab.vms.domain import DomainSpec, domain_xml
+from k0slab.core.errors import K0slabError
+from k0slab.vms.network import allocate_subnet, bridge_name, network_xml, node_ip, node_mac
+from k0slab.core.state import LabDir, LabState, NodeState, validate_lab_name, write_private
+from k0slab.core.units import parse_size, validate_cpus, validate_hostname
 
 
 @pytest.fixture(autouse=True)

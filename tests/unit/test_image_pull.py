@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from k0slab import image as imagemod
-from k0slab.errors import K0slabError
+from k0slab.vms import image as imagemod
+from k0slab.core.errors import K0slabError
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -1,9 +1,9 @@
 """lab.down on labs that are half there: a corrupt state file, or no lab at all."""
 from __future__ import annotations
 
-from k0slab.backend import OwnedResource
-from k0slab.lab import Lab
-from k0slab.state import LabDir
+from k0slab.vms.backend import OwnedResource
+from k0slab.cluster.lab import Lab
+from k0slab.core.state import LabDir
 
 
 class RecordingBackend:

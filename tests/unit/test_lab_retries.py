@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from k0slab import lab as labmod
-from k0slab.remote import CommandResult, RemoteCommandError
-from k0slab.state import NodeState
+from k0slab.cluster import lab as labmod
+from k0slab.vms.remote import CommandResult, RemoteCommandError
+from k0slab.core.state import NodeState
 
 
 class DroppingConnection:

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from k0slab import pki
-from k0slab.errors import K0slabError
+from k0slab.cluster import pki
+from k0slab.core.errors import K0slabError
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from tenacity import wait_none
 
-from k0slab.errors import K0slabError
-from k0slab.k0s import release
+from k0slab.core.errors import K0slabError
+from k0slab.cluster.k0s import release
 
 TAG = "v1.30.4+k0s.0"
 

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from k0slab import smoke
-from k0slab.errors import K0slabError
-from k0slab.remote import CommandResult
-from k0slab.smoke import ClusterExpectation, ExpectedNode, SmokeSettings, Verdict
-from k0slab.state import LabState, NodeState
+from k0slab.checks import smoke
+from k0slab.core.errors import K0slabError
+from k0slab.vms.remote import CommandResult
+from k0slab.checks.smoke import ClusterExpectation, ExpectedNode, SmokeSettings, Verdict
+from k0slab.core.state import LabState, NodeState
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smoke"
 USER_KUBECONFIG = "/var/lib/k0slab/users/demo.conf"

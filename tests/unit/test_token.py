@@ -9,9 +9,9 @@ import re
 import pytest
 import yaml
 
-from k0slab import pki
-from k0slab.errors import K0slabError
-from k0slab.k0s import token
+from k0slab.cluster import pki
+from k0slab.core.errors import K0slabError
+from k0slab.cluster.k0s import token
 
 
 @pytest.fixture(scope="module")

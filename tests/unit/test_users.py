@@ -17,9 +17,10 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from k0slab import pki, users
-from k0slab.errors import K0slabError
-from k0slab.remote import CommandResult, RemoteCommandError
+from k0slab.cluster import pki
+from k0slab.cluster import users
+from k0slab.core.errors import K0slabError
+from k0slab.vms.remote import CommandResult, RemoteCommandError
 
 SERVER = "https://192.168.50.11:6443"
 BUILTIN = {"cluster-admin", "admin", "edit", "view"}

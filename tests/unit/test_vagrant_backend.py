@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 import vagrant
 
-from k0slab import vagrant_backend as vb
-from k0slab import vagrant_box
-from k0slab.backend import BootSpec, OwnedResource
-from k0slab.domain import DomainSpec
-from k0slab.errors import K0slabError
-from k0slab.k0s import bootstrap
-from k0slab.k0s.config import cluster_config
-from k0slab.network import node_ip, node_mac
-from k0slab.profile import load_profile, with_overrides
-from k0slab.ssh import generate_keypair
-from k0slab.state import LabDir, LabState, NodeState
-from k0slab.waits import WaitTimeout
+from k0slab.vms import vagrant_backend as vb
+from k0slab.vms import vagrant_box
+from k0slab.vms.backend import BootSpec, OwnedResource
+from k0slab.vms.domain import DomainSpec
+from k0slab.core.errors import K0slabError
+from k0slab.cluster.k0s import bootstrap
+from k0slab.cluster.k0s.config import cluster_config
+from k0slab.vms.network import node_ip, node_mac
+from k0slab.core.profile import load_profile, with_overrides
+from k0slab.vms.ssh import generate_keypair
+from k0slab.core.state import LabDir, LabState, NodeState
+from k0slab.core.waits import WaitTimeout
 
 SUBNET = 7
 # `vagrant status --machine-readable node1` of vagrant 2.3.4 + vagrant-libvirt 0.11.2 (captured).
@@ -299,7 +299,7 @@ def test_k0s_uses_the_lab_ip_not_another_nic():
 
 
 def fake_image(tmp_path: Path, key: str = "abc123") -> object:
-    from k0slab.image import Image
+    from k0slab.vms.image import Image
 
     folder = tmp_path / f"img-{key}"
     folder.mkdir()

@@ -1,0 +1,1 @@
+"""Checks of a running lab: the smoke tests and their reports."""

@@ -1,0 +1,665 @@
+"""A lab's whole lifecycle in a few verbs (the shape of kubetest2's deployer):
+up, down, status (whose nodes say whether it is up), kubeconfig, dump_logs.
+
+`up` is an ordered list of phases (see phases.py): resolve the k0s binary, create the network
+and VMs, wait for SSH, push binary and config, make the CA and join token, start the
+controller, start the workers, wait until the cluster is ready, fetch the kubeconfig.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paramiko
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from k0slab.vms import image as imagemod
+from k0slab.cluster import pki
+from k0slab.checks import smoke
+from k0slab.cluster import users
+from k0slab.vms import vm as vmmod
+from k0slab.vms.backend import VMBackend
+from k0slab.core.errors import K0slabError
+from k0slab.cluster.k0s import bootstrap
+from k0slab.cluster.k0s import release
+from k0slab.cluster.k0s import token
+from k0slab.cluster.k0s.config import cluster_config, render
+from k0slab.vms.network import allocate_subnet, node_ip
+from k0slab.core.phases import Phase, PhaseManager
+from k0slab.core.profile import CONTROLLER_ROLES, NodeSpec, Profile
+from k0slab.vms.remote import RemoteCommandError
+from k0slab.vms.ssh import SSHNode
+from k0slab.core.paths import data_home, labs_dir, vm_disks_dir
+from k0slab.core.state import LabDir, LabState, NodeState, all_labs, write_private
+from k0slab.core.units import format_size, parse_size
+from k0slab.core.waits import NotYet, Requirement
+
+log = logging.getLogger("k0slab")
+T = TypeVar("T")
+# Errors of the connection itself (not of the remote command): the step can be repeated.
+SSH_TRANSPORT_ERRORS = (paramiko.SSHException, EOFError, OSError)
+SSH_STEP_ATTEMPTS = 3
+Progress = Callable[[str], None]
+# QEMU's own memory per VM on top of the guest's (TCG translation cache and device state).
+QEMU_OVERHEAD_BYTES = 300 << 20
+JOIN_TOKEN_TTL = dt.timedelta(hours=2)
+
+
+@dataclass
+class UpOptions:
+    profile: Profile
+    k0s_binary: Path | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class _Run:
+    """What the phases of one `up` share."""
+
+    options: UpOptions
+    state: LabState
+    version: str = ""
+    binaries: dict[str, Path] = field(default_factory=dict)  # arch -> k0s binary
+    binary_disks: dict[str, Path] = field(default_factory=dict)  # arch -> raw disk with the binary
+    payloads: dict[str, bootstrap.BinaryPayload] = field(default_factory=dict)  # arch -> what nodes check
+    new_nodes: list[NodeState] = field(default_factory=list)
+    join_token: str | None = None
+    unjoined: list[str] | None = None  # workers with no k0s unit yet (None: not asked yet)
+    ssh_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def host_memory_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Lab:
+    def __init__(self, name: str, backend: VMBackend | None = None) -> None:
+        self.dir = LabDir(name)
+        self.name = self.dir.name
+        self._backend = backend
+
+    @property
+    def backend(self) -> VMBackend:
+        if self._backend is None:
+            state = self.dir.load_or_none()
+            self._backend = vmmod.get_backend(state.provider if state else "libvirt")
+        return self._backend
+
+    # --- verbs -------------------------------------------------------------------------------
+    def up(self, options: UpOptions, progress: Progress) -> dict[str, float]:
+        """Bring the lab to a ready cluster; returns phase timings. Re-running on a ready lab is a no-op."""
+        profile = options.profile
+        existing = self.dir.load_or_none()
+        self._validate(options, existing)
+        if options.dry_run:
+            self._print_plan(options, existing, progress)
+            return {}
+        self._backend = self._backend or vmmod.get_backend(profile.provider)
+        with self.dir.locked():
+            state = existing or vmmod.open_or_create_lab(self.dir, self.backend, profile=profile.name)
+            state.profile, state.provider, state.box = profile.name, profile.provider, profile.box
+            for spec in profile.nodes:
+                if spec.name in state.nodes:
+                    # VMs made with vm.launch join the cluster in the role the profile gives them.
+                    state.nodes[spec.name].role = spec.role
+            self.dir.save(state)
+            run = _Run(options=options, state=state)
+            if self._unchanged_and_ready(run, progress):
+                return {"check a ready lab": 0.0}
+            manager = PhaseManager(progress)
+            try:
+                manager.run(self._phases(run, progress))
+            finally:
+                write_private(
+                    self.dir.logs_dir / "up-timings.json",
+                    json.dumps({"phases": manager.timings, "ssh_ready_s": run.ssh_seconds}, indent=2),
+                    mode=0o644,
+                )
+            self._summary(state, progress)
+            return manager.timings
+
+    def down(self, progress: Progress) -> None:
+        """Remove everything of the lab: VMs, network, disks, keys, files. Safe on a half-made lab,
+        and on one whose state file is corrupt: what libvirt holds is found by its lab metadata."""
+        try:
+            state = self.dir.load_or_none()
+        except K0slabError as corrupt:
+            progress(f"{corrupt.message}: removing what libvirt knows of lab {self.name}")
+            state = None
+        if state is None and not self.dir.path.exists() and not self.dir.disks_dir.exists():
+            progress(f"no lab {self.name}: nothing to remove")
+            return
+        with self.dir.locked():
+            backend = self._backend or vmmod.get_backend(state.provider if state else "libvirt")
+            if state is not None:
+                with ThreadPoolExecutor(max_workers=max(1, len(state.nodes))) as pool:
+                    list(pool.map(lambda n: backend.delete_vm(self.dir, state, n), state.nodes.values()))
+                backend.remove_network(state)
+            # Anything libvirt holds for this lab that the state did not record (a crash between
+            # creating and saving) goes too.
+            for resource in backend.owned_resources():
+                if resource.lab == self.name:
+                    backend.remove_resource(resource)
+            self.dir.remove()
+        progress(f"lab {self.name} removed")
+
+    def kubeconfig(self) -> Path:
+        if not self.dir.kubeconfig.exists():
+            raise K0slabError(
+                f"lab {self.name!r} has no kubeconfig yet", f"bring it up: invoke lab.up --lab {self.name}"
+            )
+        return self.dir.kubeconfig
+
+    def status(self) -> dict[str, Any]:
+        state = self.dir.load()
+        backend = self.backend
+        controller = self._controller_node(state)
+        vm_states = {n.name: backend.vm_state(state, n) for n in state.nodes.values()}
+
+        def k0s_state(node: NodeState) -> str:
+            if vm_states[node.name] != "Running":
+                return "-"
+            ssh = self.ssh(node)
+            try:
+                result = ssh.run(f"{bootstrap.K0S_BINARY} status", check=False, timeout=20)
+            except Exception as exc:  # noqa: BLE001 - any SSH failure means "unreachable", said as such
+                return f"unreachable ({type(exc).__name__})"
+            finally:
+                ssh.close()
+            if result.ok:
+                return "running"
+            return "not installed" if "not found" in result.stderr else "not running"
+
+        with ThreadPoolExecutor(max_workers=max(1, len(state.nodes))) as pool:
+            k0s_states = dict(zip(state.nodes, pool.map(k0s_state, state.nodes.values()), strict=True))
+        listed: dict[str, dict[str, Any]] = {}
+        if controller is not None and k0s_states.get(controller.name) == "running":
+            ssh = self.ssh(controller)
+            with contextlib.suppress(NotYet, RemoteCommandError, OSError):
+                listed = {item["metadata"]["name"]: item for item in bootstrap.nodes(ssh)}
+            ssh.close()
+        rows = []
+        for node in sorted(state.nodes.values(), key=lambda n: n.index):
+            item = listed.get(node.name)
+            ready, condition = bootstrap.node_ready(item) if item else (False, "not registered")
+            rows.append({
+                "name": node.name, "role": node.role, "arch": node.arch, "ip": node.ip,
+                "vm_state": vm_states[node.name], "k0s_state": k0s_states[node.name], "ready": ready,
+                "condition": condition,
+                "version": (item or {}).get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "-"),
+            })
+        return {
+            "lab": self.name, "profile": state.profile, "k0s_version": state.k0s_version,
+            "kubeconfig": str(self.dir.kubeconfig) if self.dir.kubeconfig.exists() else None,
+            "nodes": rows,
+        }
+
+    def logs(self, node_name: str) -> str:
+        state = self.dir.load()
+        node = vmmod.find_node(state, node_name)
+        ssh = self.ssh(node)
+        try:
+            text = bootstrap.journal(ssh)
+        finally:
+            ssh.close()
+        write_private(self.dir.logs_dir / f"{node_name}.k0s.log", text, mode=0o644)
+        return text
+
+    def dump_logs(self, folder: Path) -> list[Path]:
+        """Console logs, k0s journals and state of every node into `folder` (for CI artifacts)."""
+        state = self.dir.load()
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for node in state.nodes.values():
+            console = self.dir.console_log(node.name)
+            if console.exists():
+                written.append(Path(shutil.copy(console, folder / console.name)))
+            if self.backend.vm_state(state, node) == "Running":
+                with contextlib.suppress(Exception):
+                    target = folder / f"{node.name}.k0s.log"
+                    target.write_text(self.logs(node.name))
+                    written.append(target)
+        for extra in ("up-timings.json", "vagrant.log"):
+            source = self.dir.logs_dir / extra
+            if source.exists():
+                written.append(Path(shutil.copy(source, folder / extra)))
+        summary = folder / "state.json"
+        summary.write_text(state.model_dump_json(indent=2))
+        written.append(summary)
+        return written
+
+    def ssh(self, node: NodeState) -> SSHNode:
+        return SSHNode(node.name, node.ip, self.dir.ssh_key)
+
+    def _require_up(self) -> tuple[LabState, NodeState]:
+        state = self.dir.load()
+        controller = self._controller_node(state)
+        if controller is None or not self.dir.kubeconfig.exists():
+            raise K0slabError(f"lab {self.name!r} is not up", f"bring it up first: invoke lab.up --lab {self.name}")
+        return state, controller
+
+    # --- users (users.py does the work; the lab supplies its CA, controller and folders) ---
+    def create_user(self, name: str, groups: list[str], days: int, **binding: Any) -> users.UserRecord:
+        users.validate_user_name(name)
+        state, controller = self._require_up()
+        cert, key = self._ca()
+        ssh = self.ssh(controller) if any(binding.get(k) for k in ("clusterrole", "role")) else None
+        try:
+            return users.create_user(
+                name, groups, days, lab_name=self.name, server_url=f"https://{controller.ip}:6443",
+                ca_cert_pem=cert, ca_key_pem=key, users_dir=self.dir.users_dir, controller=ssh, **binding,
+            )
+        finally:
+            if ssh is not None:
+                ssh.close()
+
+    def check_user(self, name: str) -> users.UserCheck:
+        _, controller = self._require_up()
+        with contextlib.closing(self.ssh(controller)) as ssh:
+            return users.check_user(name, users_dir=self.dir.users_dir, controller=ssh)
+
+    def revoke_user(self, name: str) -> users.UserRecord:
+        _, controller = self._require_up()
+        with contextlib.closing(self.ssh(controller)) as ssh:
+            return users.revoke_user(name, users_dir=self.dir.users_dir, controller=ssh)
+
+    def users(self) -> list[users.UserRecord]:
+        return users.list_users(self.dir.users_dir)
+
+    def smoke(self, only: list[str] | None, user: str | None, progress: Progress,
+              settings: smoke.SmokeSettings | None = None) -> smoke.SmokeReport:
+        """Run the smoke checks on the controller; rbac uses a lab user (the first one by default)."""
+        smoke.select_checks(only)
+        state, controller = self._require_up()
+        records = self.users()
+        record = next((r for r in records if r.name == user), None) if user else (records[0] if records else None)
+        if user and record is None:
+            raise K0slabError(f"no user {user!r} in lab {self.name!r}", f"create it: invoke lab.user {user} --group G")
+        expectation = smoke.ClusterExpectation.from_lab(state, cni=state.cni)
+        with contextlib.closing(self.ssh(controller)) as ssh:
+            remote_kubeconfig = None
+            if record is not None:
+                remote_kubeconfig = f"/root/.k0slab-smoke-{record.name}.kubeconfig"
+                ssh.put_text(record.kubeconfig.read_text(), remote_kubeconfig, mode=0o600)
+            try:
+                return smoke.run_smoke(ssh, expectation, only, remote_kubeconfig, settings=settings,
+                                       progress=progress)
+            finally:
+                if remote_kubeconfig:
+                    ssh.run(f"rm -f {remote_kubeconfig}", check=False)
+
+    # --- validation (before anything is created) ---------------------------------------------
+    def _validate(self, options: UpOptions, existing: LabState | None) -> None:
+        profile = options.profile
+        if existing is not None and existing.profile not in (None, profile.name):
+            raise K0slabError(
+                f"lab {self.name!r} was made with profile {existing.profile!r}, not {profile.name!r}",
+                f"use another --lab name, or remove it first: invoke lab.down --lab {self.name}",
+            )
+        imagemod.load_recipe(profile.image)
+        if options.k0s_binary is None:
+            release.resolve_version(profile.k0s_version)
+        else:
+            for arch in {profile.node_arch(n) for n in profile.nodes}:
+                release.check_local_binary(options.k0s_binary, arch)
+        if existing is not None:
+            for spec in profile.nodes:
+                have = existing.nodes.get(spec.name)
+                if have is not None and have.role not in (spec.role, "none"):
+                    raise K0slabError(
+                        f"node {spec.name} is a {have.role} in lab {self.name!r}, the profile says {spec.role}",
+                        f"use another --lab name, or remove it first: invoke lab.down --lab {self.name}",
+                    )
+        new = [n for n in profile.nodes if existing is None or n.name not in existing.nodes]
+        # Each VM's own checks (memory, disk against the image) here, not after the lab folder exists.
+        unsaved = LabState(name=self.name, subnet_index=1, network="", bridge="")
+        for spec in new:
+            vmmod.plan_node(unsaved, _vm_request(profile, spec))
+        needed = sum(parse_size(profile.node_memory(n)) + QEMU_OVERHEAD_BYTES for n in new)
+        available = host_memory_available()
+        if needed > available:
+            raise K0slabError(
+                f"profile {profile.name!r} needs {format_size(needed)} of memory for {len(new)} new VMs, "
+                f"the host has {format_size(available)} available",
+                "use fewer --nodes or a smaller --memory (k0s needs 1G per controller, 0.5G per worker)",
+            )
+
+    def _print_plan(self, options: UpOptions, existing: LabState | None, progress: Progress) -> None:
+        profile = options.profile
+        index = existing.subnet_index if existing else allocate_subnet(vmmod.subnets_in_use(self.backend))
+        controller_ip = (
+            existing.nodes[profile.controller.name].ip
+            if existing and profile.controller.name in existing.nodes else node_ip(index, 1)
+        )
+        progress(f"plan for lab {self.name} (profile {profile.name}, provider {profile.provider}); nothing is created")
+        progress("phases: " + " -> ".join(p.title for p in self._phases(None, progress)))
+        taken = {n.index for n in existing.nodes.values()} if existing else set()
+        for position, spec in enumerate(profile.nodes, start=1):
+            if existing and spec.name in existing.nodes:
+                ip, note = existing.nodes[spec.name].ip, "exists"
+            else:
+                host = next(i for i in range(position, 200) if i not in taken)
+                taken.add(host)
+                ip, note = node_ip(index, host), "new"
+            progress(
+                f"  {spec.name:<8} {spec.role:<18} {profile.node_arch(spec):<6} {profile.node_cpus(spec)} CPU "
+                f"{profile.node_memory(spec):>5} {profile.node_disk(spec):>5}  {ip}  ({note})"
+            )
+        progress("k0s.yaml:\n" + render(cluster_config(controller_ip, profile.k0s)))
+
+    # --- phases ------------------------------------------------------------------------------
+    def _phases(self, run: _Run | None, progress: Progress) -> list[Phase]:
+        """The bring-up; with run=None only the titles are used (dry run)."""
+        def bound(method: Callable[..., Any]) -> Callable[[], Any]:
+            return lambda: method(run, progress)
+
+        def check(method: Callable[..., bool]) -> Callable[[], bool]:
+            return lambda: method(run)
+
+        return [
+            Phase("resolve k0s binary", bound(self._resolve_binary)),
+            Phase("create network and VMs", bound(self._create_vms), check(self._vms_missing)),
+            Phase("wait for SSH", bound(self._wait_ssh)),
+            Phase("push k0s binary and config", bound(self._push)),
+            Phase("cluster CA and join token", bound(self._join_material), check(self._workers_to_join)),
+            Phase("install and start k0s on every node", bound(self._start_k0s)),
+            Phase("wait for /readyz and every node Ready", bound(self._wait_ready)),
+            Phase("fetch the admin kubeconfig", bound(self._fetch_kubeconfig)),
+        ]
+
+    def _fingerprint(self, run: _Run) -> str:
+        """What a finished `up` was asked for: the profile and the k0s binary (by content)."""
+        binary = run.options.k0s_binary
+        source = hashlib.sha256(binary.read_bytes()).hexdigest() if binary else str(run.options.profile.k0s_version)
+        return hashlib.sha256((run.options.profile.model_dump_json() + source).encode()).hexdigest()
+
+    def _unchanged_and_ready(self, run: _Run, progress: Progress) -> bool:
+        """The fast path of a re-run: same request, every VM running, every node Ready: one SSH call."""
+        state = run.state
+        if state.up_fingerprint != self._fingerprint(run) or not self.dir.kubeconfig.exists():
+            return False
+        nodes = self._wanted_nodes(run) if all(n.name in state.nodes for n in run.options.profile.nodes) else []
+        if not nodes or any(self.backend.vm_state(state, n) != "Running" for n in nodes):
+            return False
+        ssh = self.ssh(self._controller_node(state))
+        try:
+            bootstrap.wait_nodes_ready(ssh, [n.name for n in nodes if n.role != "controller"])
+        except (NotYet, RemoteCommandError, OSError) as exc:
+            progress(f"lab {self.name} needs work: {exc}")
+            return False
+        finally:
+            ssh.close()
+        progress(f"lab {self.name} is up and unchanged: every node is Ready")
+        progress(f"export KUBECONFIG={self.dir.kubeconfig}")
+        return True
+
+    def _controller_node(self, state: LabState) -> NodeState | None:
+        return next((n for n in state.nodes.values() if n.role in CONTROLLER_ROLES), None)
+
+    def _resolve_binary(self, run: _Run, progress: Progress) -> None:
+        profile = run.options.profile
+        run.version = release.resolve_version(profile.k0s_version) if run.options.k0s_binary is None else ""
+        for arch in sorted({profile.node_arch(n) for n in profile.nodes}):
+            binary = release.binary_for(run.version or None, run.options.k0s_binary, arch, progress)
+            # Read and hashed once per arch: the real k0s is ~250 MB, and every node needs its sum.
+            data = binary.read_bytes()
+            run.binaries[arch] = binary
+            run.payloads[arch] = bootstrap.BinaryPayload(hashlib.sha256(data).hexdigest(), len(data))
+            run.binary_disks[arch] = self._binary_disk(data, arch)
+            progress(f"    {arch}: {binary}")
+
+    def _binary_disk(self, data: bytes, arch: str) -> Path:
+        """A raw disk holding the binary, attached read-only to every VM of that arch: each node
+        copies k0s from it locally instead of receiving it through SSH encryption, which is
+        slow under emulation."""
+        disk = self.dir.disks_dir / f"k0s-{arch}.img"
+        padded = data + b"\0" * (-len(data) % 512)
+        if not disk.exists() or disk.read_bytes() != padded:
+            tmp = disk.with_suffix(".tmp")
+            tmp.write_bytes(padded)
+            tmp.chmod(0o644)
+            tmp.replace(disk)
+        return disk
+
+    def _vms_missing(self, run: _Run) -> bool:
+        state = run.state
+        wanted = {n.name for n in run.options.profile.nodes}
+        return any(
+            name not in state.nodes or self.backend.vm_state(state, state.nodes[name]) != "Running"
+            for name in wanted
+        )
+
+    def _create_vms(self, run: _Run, progress: Progress) -> None:
+        profile, state = run.options.profile, run.state
+        for spec in profile.nodes:
+            if spec.name in state.nodes:
+                continue
+            run.new_nodes.append(vmmod.plan_node(state, _vm_request(profile, spec)))
+            state.nodes[spec.name] = run.new_nodes[-1]
+        disks = {arch: (str(path),) for arch, path in run.binary_disks.items()}
+        vmmod.create_nodes(self.dir, state, run.new_nodes, self.backend, progress, profile.kernel_args, disks)
+        for node in state.nodes.values():
+            if node not in run.new_nodes and self.backend.vm_state(state, node) != "Running":
+                progress(f"    {node.name} was {self.backend.vm_state(state, node)}: starting it")
+                self.backend.start_vm(state, node)
+        for node in run.new_nodes:
+            progress(f"    {node.name}: {node.role}, {node.arch}, {node.ip}")
+
+    def _wanted_nodes(self, run: _Run) -> list[NodeState]:
+        return [run.state.nodes[n.name] for n in run.options.profile.nodes]
+
+    def _wait_ssh(self, run: _Run, progress: Progress) -> None:
+        run.ssh_seconds = vmmod.wait_for_ssh(
+            self.dir, run.state, self._wanted_nodes(run), self.backend,
+            timeout=run.options.profile.timeouts.boot,
+            on_ready=lambda node, seconds: progress(f"    {node.name}: SSH ready after {seconds:.1f}s"),
+        )
+
+    def _on(self, node: NodeState, work: Callable[[SSHNode], T]) -> T:
+        """Run a node step over a fresh SSH connection; a dropped connection retries the whole step.
+        Steps check before they act (service running? unit installed?), so repeating one is safe."""
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.info("%s: SSH failed during a step (%s: %s), retrying (attempt %d of %d)", node.name,
+                     type(error).__name__, error, state.attempt_number + 1, SSH_STEP_ATTEMPTS)
+
+        for attempt in Retrying(
+            retry=retry_if_exception_type(SSH_TRANSPORT_ERRORS), stop=stop_after_attempt(SSH_STEP_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=1, max=8), before_sleep=log_retry, reraise=True,
+        ):
+            with attempt:
+                with contextlib.closing(self.ssh(node)) as ssh:
+                    return work(ssh)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _parallel(self, nodes: list[NodeState], work: Callable[[SSHNode, NodeState], T]) -> list[T]:
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            return list(pool.map(lambda node: self._on(node, lambda ssh: work(ssh, node)), nodes))
+
+    def _push(self, run: _Run, progress: Progress) -> None:
+        def push(ssh: SSHNode, node: NodeState) -> str:
+            how = bootstrap.install_binary_from_disk(ssh, run.payloads[node.arch])
+            if how == "stale":
+                ssh.put_file(run.binaries[node.arch], bootstrap.K0S_BINARY, mode=0o755)
+                how = "sftp"
+            version = bootstrap.k0s_version(ssh)
+            progress(f"    {node.name}: k0s {version} ({how})")
+            return version
+
+        nodes = self._wanted_nodes(run)
+        versions = dict(zip((n.name for n in nodes), self._parallel(nodes, push), strict=True))
+        controller = self._controller_node(run.state)
+        config = cluster_config(controller.ip, run.options.profile.k0s)
+        self._on(controller, lambda ssh: bootstrap.place_config(ssh, render(config)))
+        run.state.cni = config["spec"].get("network", {}).get("provider", "kuberouter")
+        # What the binary says, not what was asked: a local binary has no tag of its own.
+        run.state.k0s_version = versions[controller.name]
+        self.dir.save(run.state)
+
+    def _workers_to_join(self, run: _Run) -> bool:
+        """Whether any worker still lacks its k0s unit; asked once per run, then kept up to date."""
+        if run.unjoined is None:
+            workers = [n for n in self._wanted_nodes(run) if n.role == "worker"]
+            states = self._parallel(workers, lambda ssh, node: bootstrap.service_state(ssh, "worker"))
+            run.unjoined = [n.name for n, state in zip(workers, states, strict=True) if state == "absent"]
+        return bool(run.unjoined)
+
+    def _ca(self) -> tuple[bytes, bytes]:
+        cert, key = self.dir.pki_dir / "ca.crt", self.dir.pki_dir / "ca.key"
+        if not cert.exists():
+            cert_pem, key_pem = pki.create_ca()
+            write_private(key, key_pem)
+            write_private(cert, cert_pem, mode=0o644)
+        return cert.read_bytes(), key.read_bytes()
+
+    def _join_material(self, run: _Run, progress: Progress) -> None:
+        """A pre-shared worker token the controller learns from its manifests folder at start, so
+        workers can start joining while the controller is still coming up."""
+        controller = self._controller_node(run.state)
+        ca_cert, _ = self._ca()
+        token_id, secret = token.new_bootstrap_token()
+        expiry = dt.datetime.now(dt.UTC) + JOIN_TOKEN_TTL
+        manifest = token.bootstrap_secret_manifest(token_id, secret, "worker", expiry, "k0slab worker join")
+        self._on(controller, lambda ssh: bootstrap.place_join_secret(ssh, token_id, manifest))
+        run.state.join_token_id = token_id
+        self.dir.save(run.state)
+        run.join_token = token.worker_token(ca_cert, f"https://{controller.ip}:6443", token_id, secret)
+        progress(f"    join token {token_id} valid until {expiry:%H:%M} UTC (invalidated after the join)")
+
+    def _start_k0s(self, run: _Run, progress: Progress) -> None:
+        """Controller and workers at once: workers retry their join until the controller's API
+        answers, which the pre-shared token makes possible."""
+        join_token = run.join_token
+
+        def start(ssh: SSHNode, node: NodeState) -> None:
+            state = bootstrap.service_state(ssh, node.role)
+            if state == "running":
+                progress(f"    {node.name}: k0s already running")
+                return
+            if state == "absent":
+                if node.role == "worker":
+                    if join_token is None:
+                        raise K0slabError(f"{node.name}: no join token made in this run", "run lab.up again")
+                    bootstrap.install_worker(ssh, join_token, node.ip)
+                else:
+                    cert, key = self._ca()
+                    bootstrap.place_ca(ssh, cert, key)
+                    bootstrap.install_controller(ssh, node.role, node.ip)
+            bootstrap.start(ssh)
+            progress(f"    {node.name}: k0s {node.role} started" + (", joining" if node.role == "worker" else ""))
+
+        self._parallel(self._wanted_nodes(run), start)
+        run.unjoined = []
+
+    def _wait_ready(self, run: _Run, progress: Progress) -> None:
+        controller = self._controller_node(run.state)
+        expected = [n.name for n in self._wanted_nodes(run) if n.role != "controller"]
+        timeout = run.options.profile.timeouts.ready
+        hint = f"k0s journals are saved in {self.dir.logs_dir} (invoke lab.logs NODE --lab {self.name})"
+        ssh = self.ssh(controller)
+
+        def fresh_on_drop(probe: Callable[[SSHNode], T]) -> Callable[[], T]:
+            # A dropped connection is one more reason "not yet": reconnect on the next attempt.
+            def attempt() -> T:
+                try:
+                    return probe(ssh)
+                except SSH_TRANSPORT_ERRORS as exc:
+                    ssh.close()
+                    raise NotYet(f"SSH to {controller.name}: {type(exc).__name__}: {exc}") from None
+            return attempt
+
+        try:
+            try:
+                Requirement(f"the API server of {controller.name} to answer /readyz with ok", hint,
+                            timeout_s=timeout).wait(fresh_on_drop(bootstrap.readyz))
+                listed = Requirement(f"nodes {', '.join(expected)} to be Ready", hint, timeout_s=timeout).wait(
+                    fresh_on_drop(lambda c: bootstrap.wait_nodes_ready(c, expected))
+                )
+            except K0slabError:
+                self._save_journals(run)
+                raise
+            for name in expected:
+                ip = bootstrap.internal_ip(listed[name])
+                if ip != run.state.nodes[name].ip:
+                    raise K0slabError(
+                        f"node {name} advertises INTERNAL-IP {ip}, not its lab IP {run.state.nodes[name].ip}",
+                        "kubelet must get --node-ip; check the unit's ExecStart with: invoke lab.ssh " + name,
+                    )
+            token_id = run.state.join_token_id
+            if token_id and not self._workers_to_join(run):
+                bootstrap.remove_join_secret(ssh, token_id)
+                run.state.join_token_id = None
+                self.dir.save(run.state)
+        finally:
+            ssh.close()
+
+    def _save_journals(self, run: _Run) -> None:
+        for node in self._wanted_nodes(run):
+            with contextlib.suppress(Exception):
+                self.logs(node.name)
+
+    def _fetch_kubeconfig(self, run: _Run, progress: Progress) -> None:
+        controller = self._controller_node(run.state)
+        text = self._on(controller, lambda ssh: bootstrap.admin_kubeconfig(ssh, controller.ip, self.name))
+        write_private(self.dir.kubeconfig, text)
+        run.state.up_fingerprint = self._fingerprint(run)
+        self.dir.save(run.state)
+
+    def _summary(self, state: LabState, progress: Progress) -> None:
+        for node in sorted(state.nodes.values(), key=lambda n: n.index):
+            progress(f"    {node.name:<8} {node.role:<18} {node.arch:<6} {node.ip}")
+        progress(f"lab {self.name} is ready: export KUBECONFIG={self.dir.kubeconfig}")
+
+
+def _vm_request(profile: Profile, spec: NodeSpec) -> vmmod.VMRequest:
+    return vmmod.VMRequest(
+        name=spec.name, cpus=profile.node_cpus(spec), memory=profile.node_memory(spec),
+        disk=profile.node_disk(spec), arch=profile.node_arch(spec), image=profile.image, role=spec.role,
+    )
+
+
+def prune(progress: Progress, backends: list[VMBackend] | None = None) -> list[str]:
+    """Remove what k0slab created that no lab state owns (after a crash or a lost state file).
+    Only resources carrying k0slab's libvirt metadata, Vagrant machines in k0slab's lab folders,
+    and k0slab's own folders are touched."""
+    if backends is None:
+        backends = [vmmod.get_backend("libvirt")]
+        if shutil.which("vagrant"):
+            backends.insert(0, vmmod.get_backend("vagrant"))  # its machines go before their folders
+    owners: set[str] = set()
+    for folder in all_labs():
+        try:
+            if folder.load_or_none() is not None:
+                owners.add(folder.name)
+        except K0slabError:
+            pass  # a corrupt state owns nothing
+    removed = []
+    for backend in backends:
+        for resource in backend.owned_resources():
+            if resource.lab not in owners and f"{resource.kind} {resource.name}" not in removed:
+                backend.remove_resource(resource)
+                removed.append(f"{resource.kind} {resource.name}")
+    for folder in (labs_dir(), vm_disks_dir(), data_home() / "locks"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name.removesuffix(".lock")
+            if name not in owners:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                removed.append(str(entry))
+    for item in removed:
+        progress(f"removed {item}")
+    progress(f"prune: {len(removed)} leftovers removed" if removed else "prune: nothing to remove")
+    return removed

@@ -1,0 +1,1 @@
+"""Virtual machines: node images, libvirt and Vagrant backends, networks, domains, SSH to guests."""

@@ -1,0 +1,142 @@
+"""libvirt on hosts without systemd (containers, CI sandboxes, this project's test harness).
+
+libvirtd and virtlogd are started inside a network namespace that k0slab creates, so every
+bridge, dnsmasq and tap device of every lab lives there and nothing touches the host's own
+network. libvirtd's UNIX socket still works from the main namespace, so the API needs nothing
+special; SSH to VMs goes through the namespace (see ssh.netns_proxy_command).
+On a normal machine with systemd, none of this is needed: `systemctl start libvirtd`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from k0slab.vms import accel
+from k0slab.vms import arch
+from k0slab.vms import image
+from k0slab.core.errors import K0slabError
+from k0slab.core.proc import require_tool, run
+
+DEFAULT_NETNS = "k0slab"
+RUN_DIR = Path("/run/k0slab")
+LIBVIRT_READY_TIMEOUT_S = 60.0
+
+
+def _pidfile(daemon: str, netns: str) -> Path:
+    return RUN_DIR / f"{netns}-{daemon}.pid"
+
+
+def _running(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+
+
+def libvirt_answers() -> bool:
+    result = subprocess.run(
+        ["virsh", "-c", os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system"), "version"],
+        capture_output=True, timeout=30, check=False,
+    )
+    return result.returncode == 0
+
+
+def host_up(netns: str = DEFAULT_NETNS) -> str:
+    """Create the namespace and start virtlogd + libvirtd in it (idempotent); returns a summary."""
+    if os.geteuid() != 0:
+        raise K0slabError("host.up needs root (it creates a network namespace and starts libvirtd)", "run with sudo")
+    for tool, package in (("libvirtd", "libvirt-daemon-system"), ("virtlogd", "libvirt-daemon-system"),
+                          ("ip", "iproute2"), ("virsh", "libvirt-clients")):
+        require_tool(tool, package)
+    ours = any(_running(_pidfile(d, netns)) for d in ("virtlogd", "libvirtd"))
+    if not ours and libvirt_answers():
+        return "libvirt is already running (not started by k0slab): nothing to do"
+    if not Path(f"/run/netns/{netns}").exists():
+        run(["ip", "netns", "add", netns], what=f"creating network namespace {netns}")
+    run(["ip", "-n", netns, "link", "set", "lo", "up"], what="bringing up loopback in the namespace")
+    # libvirt's stock NAT network must never start: k0slab makes isolated networks per lab.
+    Path("/etc/libvirt/qemu/networks/autostart/default.xml").unlink(missing_ok=True)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    started = []
+    mask_kvm, kvm_reason = _kvm_is_broken()
+    for daemon in ("virtlogd", "libvirtd"):
+        pidfile = _pidfile(daemon, netns)
+        if _running(pidfile) is None:
+            command = [daemon, "-d", "-p", str(pidfile)]
+            if daemon == "libvirtd" and mask_kvm:
+                # libvirt re-probes every QEMU binary with KVM on each define when /dev/kvm exists but
+                # does not work (a minute per VM here). Hiding the device from libvirtd alone, in its
+                # own mount namespace, makes it use TCG straight away.
+                command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           'mount --bind /dev/null /dev/kvm && exec "$@"', "libvirtd", *command]
+            run(["ip", "netns", "exec", netns, *command], what=f"starting {daemon}")
+            started.append(daemon)
+    deadline = time.monotonic() + LIBVIRT_READY_TIMEOUT_S
+    while not libvirt_answers():
+        if time.monotonic() > deadline:
+            raise K0slabError(
+                f"libvirtd did not answer within {LIBVIRT_READY_TIMEOUT_S:.0f}s",
+                "see /var/log/libvirt/ and `journalctl`, or start it by hand to see its errors",
+            )
+        time.sleep(0.3)
+    pids = ", ".join(f"{d} pid {_running(_pidfile(d, netns))}" for d in ("virtlogd", "libvirtd"))
+    what = f"started {' and '.join(started)}" if started else "already running"
+    kvm = f"/dev/kvm hidden from libvirtd: {kvm_reason}" if mask_kvm else f"KVM: {kvm_reason}"
+    return f"libvirt in network namespace {netns}: {what} ({pids}); {kvm}; export K0SLAB_NETNS={netns}"
+
+
+def _stop_guests_and_networks() -> list[str]:
+    """Stop the private libvirtd's VMs and networks: QEMU and dnsmasq processes outlive libvirtd
+    (and keep the deleted namespace alive) if they are left running."""
+    import libvirt
+
+    conn = libvirt.open(os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system"))
+    try:
+        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        networks = conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)
+        for item in [*domains, *networks]:
+            item.destroy()
+        return [f"VM {d.name()}" for d in domains] + [f"network {n.name()}" for n in networks]
+    finally:
+        conn.close()
+
+
+def _kvm_is_broken() -> tuple[bool, str]:
+    """(True, why) when /dev/kvm exists but the functional probe shows it does not work."""
+    if not Path("/dev/kvm").exists():
+        return False, "no /dev/kvm"
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    host_images = [i for i in image.list_images() if i.arch == arch.host_arch() and i.kernel.is_file()]
+    kernel = host_images[0].kernel if host_images else (kernels[-1] if kernels else None)
+    if kernel is None:
+        return False, "not probed (no kernel to boot yet; run image.build first)"
+    chosen, reason = accel.choose_accel(kernel, arch.host_arch())
+    return chosen != "kvm", reason
+
+
+def host_down(netns: str = DEFAULT_NETNS) -> str:
+    """Stop the daemons this module started (by their pidfiles) and delete the namespace."""
+    stopped = []
+    if _running(_pidfile("libvirtd", netns)) is not None:
+        stopped += _stop_guests_and_networks()
+    for daemon in ("libvirtd", "virtlogd"):
+        pidfile = _pidfile(daemon, netns)
+        pid = _running(pidfile)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                if _running(pidfile) is None:
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            stopped.append(f"{daemon} (pid {pid})")
+        pidfile.unlink(missing_ok=True)
+    if Path(f"/run/netns/{netns}").exists():
+        run(["ip", "netns", "del", netns], what=f"deleting network namespace {netns}")
+    return f"stopped {', '.join(stopped) or 'nothing'}; namespace {netns} removed"

@@ -1,0 +1,227 @@
+"""The libvirt/QEMU backend: an isolated network per lab, a qcow2 overlay and a domain per VM."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+
+from k0slab.vms.backend import BootSpec, OwnedResource
+from k0slab.vms.domain import K0SLAB_XMLNS, DomainSpec, domain_name, domain_xml
+from k0slab.core.errors import K0slabError
+from k0slab.vms.network import dhcp_host_xml, network_xml
+from k0slab.core.proc import run
+from k0slab.core.state import LabDir, LabState, NodeState
+
+DEFAULT_URI = "qemu:///system"
+SHUTDOWN_GRACE_S = 30.0
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: "Running",
+    libvirt.VIR_DOMAIN_BLOCKED: "Running",
+    libvirt.VIR_DOMAIN_PAUSED: "Paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "Stopping",
+    libvirt.VIR_DOMAIN_SHUTOFF: "Stopped",
+    libvirt.VIR_DOMAIN_CRASHED: "Crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "Suspended",
+}
+
+# libvirt prints every error to stderr by default; k0slab reports them itself.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def _uri() -> str:
+    return os.environ.get("LIBVIRT_DEFAULT_URI", DEFAULT_URI)
+
+
+def _not_found(error: libvirt.libvirtError) -> bool:
+    return error.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK)
+
+
+class LibvirtBackend:
+    name = "libvirt"
+
+    def __init__(self) -> None:
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is None:
+                try:
+                    self._conn = libvirt.open(_uri())
+                except libvirt.libvirtError as exc:
+                    raise K0slabError(
+                        f"libvirt at {_uri()} is not reachable ({str(exc).splitlines()[0]})",
+                        "start it: `systemctl start libvirtd`, or without systemd `invoke host.up` "
+                        "(starts libvirtd in its own network namespace)",
+                    ) from None
+            return self._conn
+
+    # --- network ---------------------------------------------------------------------------
+    def _network(self, state: LabState) -> libvirt.virNetwork | None:
+        try:
+            return self.conn.networkLookupByName(state.network)
+        except libvirt.libvirtError as exc:
+            if _not_found(exc):
+                return None
+            raise
+
+    def ensure_network(self, state: LabState) -> None:
+        network = self._network(state)
+        if network is None:
+            network = self.conn.networkDefineXML(network_xml(state))
+        root = ET.fromstring(network.XMLDesc(0))
+        bridge = root.find("bridge")
+        if bridge is None or bridge.get("name") != state.bridge:
+            raise K0slabError(
+                f"libvirt network {state.network!r} exists but is not the one lab {state.name!r} recorded",
+                "it is left over from a crashed run: remove it with `invoke lab.prune`",
+            )
+        if not network.isActive():
+            network.create()
+        reserved = {host.get("name"): host for host in root.iter("host")}
+        for node in state.nodes.values():
+            host = reserved.get(node.name)
+            if host is not None and (host.get("mac"), host.get("ip")) == (node.mac, node.ip):
+                continue
+            if host is not None:
+                # A reservation left by a VM of the same name that was deleted uncleanly.
+                self._update_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, ET.tostring(host).decode())
+            self._update_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, dhcp_host_xml(node))
+
+    @staticmethod
+    def _update_host(network: libvirt.virNetwork, command: int, host_xml: str) -> None:
+        live = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE if network.isActive() else 0
+        network.update(
+            command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml,
+            live | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+        )
+
+    def remove_network(self, state: LabState) -> None:
+        network = self._network(state)
+        if network is None:
+            return
+        if network.isActive():
+            network.destroy()
+        network.undefine()
+
+    def _remove_reservation(self, state: LabState, node: NodeState) -> None:
+        network = self._network(state)
+        if network is None:
+            return
+        for host in ET.fromstring(network.XMLDesc(0)).iter("host"):
+            if host.get("mac") == node.mac:
+                self._update_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, ET.tostring(host).decode())
+
+    # --- domains ---------------------------------------------------------------------------
+    def _domain(self, state: LabState, node: NodeState) -> libvirt.virDomain | None:
+        try:
+            return self.conn.lookupByName(domain_name(state.name, node.name))
+        except libvirt.libvirtError as exc:
+            if _not_found(exc):
+                return None
+            raise
+
+    def create_vm(self, lab: LabDir, state: LabState, node: NodeState, boot: BootSpec) -> None:
+        disk = lab.disk(node.name)
+        if not disk.exists():
+            run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", boot.base_disk,
+                 disk, str(node.disk_bytes)],
+                what=f"creating the disk of {node.name}",
+            )
+        spec = DomainSpec(
+            lab=state.name, name=node.name, arch=node.arch, accel=boot.accel, cpus=node.cpus,
+            memory_mib=node.memory_mib, disk=disk, base_disk=Path(boot.base_disk),
+            kernel=Path(boot.kernel), initrd=Path(boot.initrd), mac=node.mac, network=state.network,
+            console_log=lab.console_log(node.name), ssh_public_key=boot.ssh_public_key,
+            extra_cmdline=boot.extra_cmdline, extra_disks=[Path(d) for d in boot.extra_disks],
+        )
+        domain = self.conn.defineXML(domain_xml(spec))
+        if not domain.isActive():
+            domain.create()
+
+    def start_vm(self, state: LabState, node: NodeState) -> None:
+        domain = self._require_domain(state, node)
+        if not domain.isActive():
+            domain.create()
+
+    def stop_vm(self, state: LabState, node: NodeState, *, force: bool = False) -> None:
+        domain = self._require_domain(state, node)
+        if not domain.isActive():
+            return
+        if not force:
+            try:
+                domain.shutdown()
+                deadline = time.monotonic() + SHUTDOWN_GRACE_S
+                while time.monotonic() < deadline and domain.isActive():
+                    time.sleep(0.5)
+            except libvirt.libvirtError:
+                pass
+        if domain.isActive():
+            domain.destroy()
+
+    def _require_domain(self, state: LabState, node: NodeState) -> libvirt.virDomain:
+        domain = self._domain(state, node)
+        if domain is None:
+            raise K0slabError(
+                f"VM {node.name!r} of lab {state.name!r} has no libvirt domain",
+                f"recreate it with: invoke lab.up --lab {state.name}, or remove it with: invoke vm.delete {node.name}",
+            )
+        return domain
+
+    def delete_vm(self, lab: LabDir, state: LabState, node: NodeState) -> None:
+        domain = self._domain(state, node)
+        if domain is not None:
+            if domain.isActive():
+                domain.destroy()
+            domain.undefine()
+        self._remove_reservation(state, node)
+        lab.disk(node.name).unlink(missing_ok=True)
+
+    def vm_state(self, state: LabState, node: NodeState) -> str:
+        domain = self._domain(state, node)
+        if domain is None:
+            return "Absent"
+        return _STATES.get(domain.state()[0], "Unknown")
+
+    # --- prune -----------------------------------------------------------------------------
+    def owned_resources(self) -> list[OwnedResource]:
+        owned = []
+        for domain in self.conn.listAllDomains(0):
+            lab = _k0slab_lab(domain.XMLDesc(0), "vm")
+            if lab is not None:
+                owned.append(OwnedResource("domain", domain.name(), lab))
+        for network in self.conn.listAllNetworks(0):
+            lab = _k0slab_lab(network.XMLDesc(0), "lab")
+            if lab is not None:
+                owned.append(OwnedResource("network", network.name(), lab))
+        return owned
+
+    def remove_resource(self, resource: OwnedResource) -> None:
+        try:
+            if resource.kind == "domain":
+                domain = self.conn.lookupByName(resource.name)
+                if domain.isActive():
+                    domain.destroy()
+                domain.undefine()
+            elif resource.kind == "network":
+                network = self.conn.networkLookupByName(resource.name)
+                if network.isActive():
+                    network.destroy()
+                network.undefine()
+        except libvirt.libvirtError as exc:
+            if not _not_found(exc):
+                raise
+
+
+def _k0slab_lab(xml: str, element: str) -> str | None:
+    """The lab named in k0slab's metadata element, or None for resources k0slab did not create."""
+    found = ET.fromstring(xml).find(f"metadata/{{{K0SLAB_XMLNS}}}{element}")
+    if found is None:
+        return None
+    return found.get("lab") or (found.text or "").strip() or None
