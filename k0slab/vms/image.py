@@ -38,6 +38,9 @@ class ImageRecipe(BaseModel):
     distro: str = "debian"
     suite: str
     mirror: str
+    # More apt sources for the image's sources.list (one-line "deb URI SUITE COMPONENTS" form):
+    # security and point-release updates, so that a node with egress installs current packages.
+    extra_sources: list[str] = Field(default_factory=list)
     architectures: list[str]
     kernel: str
     disk_size: str = "3G"
@@ -264,7 +267,7 @@ def _mmdebstrap(recipe: ImageRecipe, arch: str, rootfs: Path, log: Path) -> None
     eatmydata = Path("/usr/share/mmdebstrap/hooks/eatmydata")
     if eatmydata.is_dir() and shutil.which("eatmydata"):
         argv.append(f"--hook-dir={eatmydata}")
-    argv += [recipe.suite, rootfs, recipe.mirror]
+    argv += [recipe.suite, rootfs, recipe.mirror, *recipe.extra_sources]
     run(argv, what="mmdebstrap", log=log)
 
 
@@ -281,7 +284,8 @@ def _customise(recipe: ImageRecipe, root: Path, log: Path) -> None:
     # Empty machine-id: each VM generates its own at first boot (unique DHCP DUID, journal).
     write("etc/machine-id", "")
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
-    # The lab network has no DNS upstream; the build host's resolv.conf must not leak in.
+    # The build host's resolv.conf must not leak in: each VM's resolver (its lab network's dnsmasq)
+    # arrives on the kernel command line and k0slab-identity writes it at boot.
     (root / "etc/resolv.conf").unlink(missing_ok=True)
     write("etc/resolv.conf", "")
     write(
@@ -311,6 +315,10 @@ def _customise(recipe: ImageRecipe, root: Path, log: Path) -> None:
     )
     chroot = ["chroot", str(root), "systemctl"]
     run([*chroot, "enable", "systemd-networkd.service", "k0slab-identity.service"], what="systemctl enable", log=log)
+    # The clock starts from the host's RTC (the kernel reads it at boot); timesyncd keeps it right
+    # where there is egress. Labs without egress mask it on the kernel command line.
+    if (root / "lib/systemd/system/systemd-timesyncd.service").exists():
+        run([*chroot, "enable", "systemd-timesyncd.service"], what="systemctl enable", log=log)
     if recipe.masked_units:
         run([*chroot, "mask", *recipe.masked_units], what="systemctl mask", log=log)
     shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
