@@ -1,0 +1,22 @@
+"""host.*: libvirt without systemd, in a network namespace."""
+from __future__ import annotations
+
+from invoke import task
+
+from k0slab.cli.common import friendly
+from k0slab.core import ui
+from k0slab.vms import hostenv
+
+
+@task(help={"netns": "network namespace to create and run libvirtd in"})
+@friendly
+def host_up(c, netns=hostenv.DEFAULT_NETNS):
+    """Start libvirtd + virtlogd inside a network namespace (hosts without systemd, CI sandboxes)."""
+    ui.progress(hostenv.host_up(netns))
+
+
+@task(help={"netns": "the namespace host.up created"})
+@friendly
+def host_down(c, netns=hostenv.DEFAULT_NETNS):
+    """Stop the libvirtd/virtlogd that host.up started and delete its namespace."""
+    ui.progress(hostenv.host_down(netns))

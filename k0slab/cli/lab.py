@@ -1,0 +1,185 @@
+"""lab.*: a k0s cluster's lifecycle, users, logs and smoke test."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from invoke import Exit, task
+
+from k0slab.cli.common import LAB_HELP, friendly, remainder_argv
+from k0slab.cli.vm import vm_exec, vm_shell
+from k0slab.core import ui
+from k0slab.core.errors import K0slabError
+from k0slab.core.units import parse_whole
+
+
+def _lab(name: str):
+    from k0slab.cluster.lab import Lab
+
+    return Lab(name)
+
+
+@task(help={
+    "nodes": "number of nodes: node1 is the profile's controller, the rest workers",
+    "profile": "a profile name in profiles/ or a YAML file (default: default)",
+    "lab": LAB_HELP,
+    "k0s_version": "k0s release tag, e.g. v1.31.1+k0s.0, or 'stable' (default: the profile's)",
+    "k0s_binary": "use this local k0s binary instead of downloading one (air-gapped hosts, dev builds)",
+    "arch": "amd64 or arm64 for every node (overrides the profile)",
+    "cpus": "vCPUs per node", "memory": "memory per node, e.g. 2G", "disk": "disk per node, e.g. 5G",
+    "provider": "libvirt (default) or vagrant",
+    "box": "with --provider vagrant: a public Vagrant box instead of k0slab's own image (needs internet)",
+    "dry_run": "print the plan (phases, nodes, IPs, k0s.yaml) and create nothing",
+})
+@friendly
+def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0s_binary=None, arch=None,
+           cpus=None, memory=None, disk=None, provider=None, box=None, dry_run=False):
+    """Bring up a k0s cluster in VMs: node1 controller+worker, the others workers. Safe to re-run."""
+    from k0slab.cluster.lab import UpOptions
+    from k0slab.core.profile import load_profile, with_overrides
+
+    nodes = parse_whole(nodes, "--nodes") if nodes is not None else None
+    cpus = parse_whole(cpus, "--cpus") if cpus is not None else None
+    chosen = with_overrides(
+        load_profile(profile), nodes=nodes, arch=arch,
+        cpus=cpus, memory=memory, disk=disk, k0s_version=k0s_version,
+        provider=provider, box=box,
+    )
+    binary = Path(k0s_binary).expanduser() if k0s_binary else None
+    _lab(lab).up(UpOptions(profile=chosen, k0s_binary=binary, dry_run=dry_run), ui.progress)
+
+
+@task(help={"lab": LAB_HELP})
+@friendly
+def lab_down(c, lab="default"):
+    """Remove the lab completely: VMs, network, disks, keys, kubeconfigs."""
+    _lab(lab).down(ui.progress)
+
+
+@task(help={"lab": LAB_HELP, "json": "print one JSON object"})
+@friendly
+def lab_status(c, lab="default", json=False):
+    """Nodes with role, IP, arch, VM state, k0s state, readiness and version."""
+    status = _lab(lab).status()
+    if json:
+        ui.print_json(status)
+        return
+    ui.table(status["nodes"], ["name", "role", "arch", "ip", "vm_state", "k0s_state", "ready", "version"],
+             title=f"lab {status['lab']} (k0s {status['k0s_version'] or '-'})")
+    if status["kubeconfig"]:
+        ui.console.print(f"kubeconfig: {status['kubeconfig']}", markup=False)
+
+
+@task(help={"lab": LAB_HELP})
+@friendly
+def lab_kubeconfig(c, lab="default"):
+    """Print the admin kubeconfig's path: export KUBECONFIG=$(invoke lab.kubeconfig)"""
+    print(_lab(lab).kubeconfig())
+
+
+@task(help={"node": "node name", "lab": LAB_HELP})
+@friendly
+def lab_ssh(c, node, lab="default"):
+    """A root shell on a node, or run a command: invoke lab.ssh node2 -- k0s status"""
+    argv = remainder_argv()
+    if argv:
+        vm_exec.body(c, node, lab=lab)
+    else:
+        vm_shell.body(c, node, lab=lab)
+
+
+@task(help={"node": "node name", "lab": LAB_HELP})
+@friendly
+def lab_logs(c, node, lab="default"):
+    """The k0s journal of a node (also saved in the lab's logs folder)."""
+    sys.stdout.write(_lab(lab).logs(node))
+
+
+@task(name="dump-logs", help={"dir": "folder to write into (created)", "lab": LAB_HELP})
+@friendly
+def lab_dump_logs(c, dir="out/logs", lab="default"):
+    """Console logs, k0s journals and state of every node into a folder CI can keep."""
+    for path in _lab(lab).dump_logs(Path(dir)):
+        ui.progress(f"wrote {path}")
+
+
+@task(iterable=["group"], help={
+    "name": "user name (the certificate's CN)",
+    "group": "group (an O value of the certificate); repeat for several groups",
+    "days": "certificate validity in days (default 365)",
+    "clusterrole": "bind this ClusterRole (e.g. view, edit, cluster-admin); with --namespace, in that namespace only",
+    "role": "bind this Role in --namespace",
+    "namespace": "namespace of the --role / --clusterrole binding",
+    "output": "also write the kubeconfig here (default: <lab>/users/NAME.kubeconfig)",
+    "check": "run `get nodes` (and pods) as the user and report Forbidden / allowed against its bindings",
+    "revoke": "remove the user's binding, kubeconfig and record",
+    "lab": LAB_HELP,
+})
+@friendly
+def lab_user(c, name, group=None, days="365", clusterrole=None, role=None, namespace=None, output=None, check=False,
+             revoke=False, lab="default"):
+    """Create a user with a client certificate signed by the lab CA: invoke lab.user demo --group development"""
+    target = _lab(lab)
+    if revoke:
+        target.revoke_user(name)
+        ui.progress(f"user {name} revoked: binding, kubeconfig and record removed (the certificate stays valid "
+                    "until it expires, but is bound to nothing)")
+        return
+    if group:
+        # days defaults to a string for the same reason as vm.launch's cpus.
+        groups = [g for item in group for g in item.split(",")]
+        record = target.create_user(name, groups, parse_whole(days, "--days"), clusterrole=clusterrole, role=role,
+                                    namespace=namespace, output=Path(output) if output else None)
+        ui.console.print(record.summary(), markup=False)
+    elif not check:
+        raise K0slabError(f"nothing to do for user {name!r}", "create it with --group G, or use --check / --revoke")
+    if check:
+        verdict = target.check_user(name)
+        ui.console.print(str(verdict), markup=False)
+        if not verdict.ok:
+            raise Exit(code=1)
+
+
+@task(help={"lab": LAB_HELP, "json": "print JSON"})
+@friendly
+def lab_users(c, lab="default", json=False):
+    """The lab's users: name, groups, expiry, bindings."""
+    records = _lab(lab).users()
+    if json:
+        ui.print_json([r.model_dump(mode="json") for r in records])
+        return
+    ui.table([{"user": r.name, "groups": ",".join(r.groups), "expires": f"{r.expires:%Y-%m-%d}",
+               "bindings": ", ".join(f"{b.role_kind}/{b.role}" for b in r.bindings) or "-"} for r in records],
+             ["user", "groups", "expires", "bindings"])
+
+
+@task(help={
+    "only": "comma-separated checks: nodes,system,dns,workload,rbac,metrics (default: all)",
+    "junit": "write a JUnit XML report here", "json": "write a JSON report here",
+    "user": "lab user for the rbac check (default: the first one)", "lab": LAB_HELP,
+    "timeout": "seconds each check may wait (default 180)",
+})
+@friendly
+def lab_smoke(c, only=None, junit=None, json=None, user=None, lab="default", timeout=180.0):
+    """Smoke-test the cluster: a table, reports for CI, exit 0 only if every check that ran passed."""
+    from k0slab.checks import smoke
+
+    checks = [name for name in only.split(",") if name] if only else None
+    report = _lab(lab).smoke(checks, user, ui.progress, smoke.SmokeSettings(check_timeout_s=float(timeout)))
+    ui.console.print(smoke.render_table(report))
+    for path, text in ((junit, smoke.to_junit_xml), (json, smoke.to_json)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text(report))
+            ui.progress(f"wrote {path}")
+    if not report.ok:
+        raise Exit(code=1)
+
+
+@task
+@friendly
+def lab_prune(c):
+    """Remove VMs, networks and folders k0slab created that no lab owns any more (after a crash)."""
+    from k0slab.cluster.lab import prune
+
+    prune(ui.progress)
