@@ -4,10 +4,43 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-IMAGES_DIR = REPO_ROOT / "images"
-PROFILES_DIR = REPO_ROOT / "profiles"
-GUEST_FILES_DIR = Path(__file__).resolve().parents[1] / "vms" / "guest"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+REPO_ROOT = PACKAGE_DIR.parent  # a checkout's top level (in an installed wheel: site-packages)
+GUEST_FILES_DIR = PACKAGE_DIR / "vms" / "guest"
+
+
+def _shipped(folder: str) -> Path:
+    """images/ and profiles/ sit at a checkout's top level; a wheel carries them inside the package
+    (pyproject.toml maps them to k0slab.images and k0slab.profiles)."""
+    inside = PACKAGE_DIR / folder
+    return inside if inside.is_dir() else REPO_ROOT / folder
+
+
+IMAGES_DIR = _shipped("images")
+PROFILES_DIR = _shipped("profiles")
+
+
+def config_home() -> Path:
+    """The user's own recipes (images/) and profiles (profiles/); K0SLAB_CONFIG moves it."""
+    if "K0SLAB_CONFIG" in os.environ:
+        return Path(os.environ["K0SLAB_CONFIG"])
+    return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "k0slab"
+
+
+def yaml_folders(shipped: Path) -> list[Path]:
+    """Where named YAML files of one kind are looked up: the user's folder first, so that their own
+    file wins over a shipped one of the same name, then the shipped folder."""
+    return [config_home() / shipped.name, shipped]
+
+
+def find_yaml(shipped: Path, name: str) -> Path | None:
+    """The file NAME.yaml in the user's or the shipped folder, or None."""
+    return next((f / f"{name}.yaml" for f in yaml_folders(shipped) if (f / f"{name}.yaml").is_file()), None)
+
+
+def yaml_names(shipped: Path) -> list[str]:
+    """Every name find_yaml knows, for error hints and listings."""
+    return sorted({p.stem for folder in yaml_folders(shipped) for p in folder.glob("*.yaml")})
 
 
 # As root (the usual case: libvirt's system instance and mmdebstrap need it) files live in system

@@ -11,9 +11,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from k0slab.vms.arch import ARCHES
+from k0slab.vms.arch import ARCHES, host_arch
 from k0slab.core.errors import K0slabError
-from k0slab.core.paths import PROFILES_DIR
+from k0slab.core.paths import PROFILES_DIR, config_home, find_yaml, yaml_names
 from k0slab.core.units import parse_size, validate_hostname
 
 Role = Literal["controller", "controller+worker", "worker"]
@@ -34,7 +34,8 @@ class NodeDefaults(BaseModel):
     cpus: int = Field(2, ge=1, le=64)
     memory: str = "2G"
     disk: str = "5G"
-    arch: str = "amd64"
+    # The host's own arch: VMs of another arch run under emulation, many times slower.
+    arch: str = Field(default_factory=host_arch)
 
     @field_validator("memory", "disk")
     @classmethod
@@ -139,19 +140,20 @@ class Profile(BaseModel):
 
 
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    return yaml_names(PROFILES_DIR)
 
 
 def _profile_path(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
         return candidate
-    named = PROFILES_DIR / f"{name_or_path}.yaml"
-    if named.is_file():
+    named = find_yaml(PROFILES_DIR, name_or_path)
+    if named is not None:
         return named
     raise K0slabError(
         f"unknown profile {name_or_path!r}",
-        f"give a profile file, or one of: {', '.join(available_profiles())}",
+        f"give a profile file, one of: {', '.join(available_profiles())}, or add {name_or_path}.yaml to "
+        f"{config_home() / 'profiles'}",
     )
 
 

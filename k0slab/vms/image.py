@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from k0slab.vms import arch as archmod
 from k0slab.core.checksums import checksum_for
 from k0slab.core.errors import K0slabError
-from k0slab.core.paths import GUEST_FILES_DIR, IMAGES_DIR, cache_home
+from k0slab.core.paths import GUEST_FILES_DIR, IMAGES_DIR, cache_home, config_home, find_yaml, yaml_names
 from k0slab.core.proc import require_tool, run
 from k0slab.core.units import parse_size
 
@@ -98,14 +98,15 @@ def images_cache() -> Path:
 
 
 def available_recipes() -> list[str]:
-    return sorted(p.stem for p in IMAGES_DIR.glob("*.yaml"))
+    return yaml_names(IMAGES_DIR)
 
 
 def load_recipe(name: str) -> ImageRecipe:
-    path = IMAGES_DIR / f"{name}.yaml"
-    if not path.is_file():
+    path = find_yaml(IMAGES_DIR, name)
+    if path is None:
         raise K0slabError(
-            f"unknown image {name!r}", f"choose one of: {', '.join(available_recipes())}"
+            f"unknown image {name!r}",
+            f"choose one of: {', '.join(available_recipes())}, or add {name}.yaml to {config_home() / 'images'}",
         )
     try:
         return ImageRecipe.model_validate(yaml.safe_load(path.read_text()))

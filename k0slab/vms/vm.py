@@ -53,8 +53,13 @@ def get_backend(name: str = "libvirt") -> VMBackend:
     if name == "libvirt":
         return LibvirtBackend()
     if name == "vagrant":
-        from k0slab.vms.vagrant_backend import VagrantBackend
-
+        try:
+            from k0slab.vms.vagrant_backend import VagrantBackend
+        except ModuleNotFoundError as missing:
+            if missing.name != "vagrant":
+                raise
+            raise K0slabError("the vagrant provider needs python-vagrant, which is not installed",
+                              "pip install 'k0slab[vagrant]' (in a checkout: pip install -e '.[vagrant]')") from None
         return VagrantBackend()
     raise K0slabError(f"unknown provider {name!r}", "use libvirt or vagrant")
 

@@ -145,7 +145,8 @@ def test_image_recipe_lists_what_k0s_and_the_standin_need():
 
 
 def test_unknown_image_names_the_choices():
-    with pytest.raises(K0slabError, match=r"unknown image 'nope' \(choose one of: debian-12, debian-12-cloudinit\)"):
+    with pytest.raises(K0slabError,
+                       match=r"unknown image 'nope' \(choose one of: debian-12, debian-12-cloudinit, or add nope.yaml"):
         imagemod.load_recipe("nope")
 
 
@@ -227,3 +228,15 @@ def test_second_command_on_a_busy_lab_names_the_holder():
     finally:
         release.set()
         holder.join()
+
+
+@pytest.mark.parametrize("machine, arch", [("x86_64", "amd64"), ("aarch64", "arm64")])
+def test_shipped_profiles_default_to_the_hosts_arch(monkeypatch: pytest.MonkeyPatch, machine: str, arch: str) -> None:
+    import platform
+
+    from k0slab.core.profile import load_profile
+
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    for name in ("default", "single"):
+        profile = load_profile(name)
+        assert {profile.node_arch(node) for node in profile.nodes} == {arch}

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -477,3 +478,14 @@ def test_log_tail_is_the_end_of_vagrants_output(lab):
     (lab.logs_dir / "vagrant.log").write_text("".join(f"line {i}\n" for i in range(40)))
     assert vb.log_tail(lab, 3) == "line 37\nline 38\nline 39"
     assert "no vagrant output" in vb.log_tail(LabDir("other"))
+
+
+def test_vagrant_provider_without_python_vagrant_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """python-vagrant is the [vagrant] extra: without it only --provider vagrant fails, in one line."""
+    from k0slab.vms import vm as vmmod
+
+    monkeypatch.setitem(sys.modules, "vagrant", None)
+    monkeypatch.delitem(sys.modules, "k0slab.vms.vagrant_backend")
+    with pytest.raises(K0slabError, match=r"needs python-vagrant.*k0slab\[vagrant\]"):
+        vmmod.get_backend("vagrant")
+    assert vmmod.get_backend("libvirt") is not None
