@@ -3,12 +3,16 @@
 node1 is controller+worker (tainted NoSchedule), node2 and node3 are workers; the kube-system pods are
 k0s's defaults with kube-router. A fake controller maps kubectl command patterns to answers and
 records every command, so each test can also assert what was cleaned up.
+
+Time is simulated (ClusterClock): it moves only when a command runs or smoke sleeps, so how many
+samples fit into a check's bound does not depend on how busy the machine running the tests is.
 """
 from __future__ import annotations
 
 import copy
 import json
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +54,36 @@ ADMIN_FORBIDDEN = (
 )
 
 
+# How long one kubectl answer takes in simulated time: five fit into FAST's bound.
+COMMAND_S = 0.01
+
+
+class ClusterClock:
+    """time.monotonic and time.sleep for smoke and tenacity: still except while a command runs or smoke sleeps.
+
+    With the real clock a check's bound and the gap between two kube-system samples were spent by
+    the test machine's own slowness: under load the first sample could use up a 0.05 s bound, and
+    the poll then looked only once.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> ClusterClock:
+    simulated = ClusterClock()
+    monkeypatch.setattr(time, "monotonic", simulated.monotonic)
+    monkeypatch.setattr(time, "sleep", simulated.sleep)
+    return simulated
+
+
 def fixture(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / name).read_text())
 
@@ -76,6 +110,7 @@ class FakeController:
     def run(self, command: str, *, stdin: str | None = None, check: bool = True,
             timeout: float | None = None) -> CommandResult:
         self.calls.append(command)
+        time.sleep(COMMAND_S)
         if stdin is not None:
             self.stdins.append(stdin)
         for pattern, answers in self.routes:
