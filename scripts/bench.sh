@@ -14,6 +14,8 @@ harness_setup "${K0SLAB_BENCH_NETNS:-k0slab-bench}"
 harness_start
 args=("$@")
 if [[ " $* " != *" --k0s-binary"* && " $* " != *" -k "* ]]; then
-  args=(--k0s-binary tests/standin/k0s "${args[@]}")
+  # The stand-in is built from tests/standin/k0s_standin into a cache keyed by its sources.
+  standin=$(.venv/bin/python -c 'from tests.standin.standin_build import standin_binary; print(standin_binary())')
+  args=(--k0s-binary "$standin" "${args[@]}")
 fi
 harness_run .venv/bin/invoke bench.up "${args[@]}"

@@ -17,6 +17,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from tests.standin.standin_build import standin_binary
+
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
 
@@ -69,7 +71,8 @@ def k0slab_networks(conn: libvirt.virConnect, lab: str) -> list[str]:
     return [n.name() for n in conn.listAllNetworks(0) if n.name() == f"k0slab-{lab}"]
 
 
-STANDIN = REPO / "tests" / "standin" / "k0s"
+# The stand-in as one executable file, built from tests/standin/k0s_standin for the current sources.
+STANDIN = standin_binary()
 
 
 def node_exec(lab: str, node: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:

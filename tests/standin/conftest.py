@@ -1,8 +1,7 @@
 """Harness for the k0s stand-in: nodes are temporary roots on the host, talking over 127.0.0.1 only."""
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -17,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-STANDIN = Path(__file__).with_name("k0s")
+from standin_build import standin_binary
+
+STANDIN = standin_binary()
 # The VMs run the stand-in under Debian's python3 with cryptography 38; point this at such an interpreter
 # to check compatibility (default: the interpreter running the tests).
 STANDIN_PYTHON = os.environ.get("K0S_STANDIN_TEST_PYTHON", sys.executable)
@@ -143,15 +144,14 @@ spec:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def load_standin(node: Node, monkeypatch):
-    """The stand-in as a module, bound to the node's root (its paths are read from the environment at import)."""
+def load_standin(node: Node, monkeypatch, module: str = "cli"):
+    """A module of the stand-in's package, imported afresh and bound to the node's root (its paths are read
+    from the environment at import)."""
     for key, value in node.env().items():
         monkeypatch.setenv(key, value)
-    loader = importlib.machinery.SourceFileLoader(f"k0s_standin_{node.name}", str(STANDIN))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    for loaded in [name for name in sys.modules if name == "k0s_standin" or name.startswith("k0s_standin.")]:
+        monkeypatch.delitem(sys.modules, loaded)
+    return importlib.import_module(f"k0s_standin.{module}")
 
 
 def start_controller(node: Node, *install_flags: str, **knobs) -> Node:

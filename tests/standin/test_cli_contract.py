@@ -18,7 +18,7 @@ def test_version_prints_bare_version__contract_2(make_node):
 
 def test_standin_is_an_executable_python_script__contract_3():
     assert os.stat(STANDIN).st_mode & 0o777 == 0o755
-    assert STANDIN.read_text().startswith("#!/usr/bin/env python3\n")
+    assert STANDIN.read_bytes().startswith(b"#!/usr/bin/env python3\n")
 
 
 def test_unknown_command_fails_like_cobra__contract_2(make_node):
@@ -142,7 +142,7 @@ def test_privileged_commands_refuse_non_root__contract_2(make_node, monkeypatch,
     # In-process with a faked uid: the interpreter under test may not be executable by an unprivileged user.
     standin = load_standin(make_node("nonroot"), monkeypatch)
     monkeypatch.delenv("K0S_STANDIN_ALLOW_NONROOT")
-    monkeypatch.setattr(standin.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert standin.main(command) == 1
     assert capsys.readouterr().err == "Error: this command must be run as root\n"
 

@@ -8,7 +8,7 @@ from conftest import load_standin
 
 @pytest.fixture
 def standin(make_node, monkeypatch):
-    return load_standin(make_node("yaml"), monkeypatch)
+    return load_standin(make_node("yaml"), monkeypatch, "yamlsubset")
 
 
 DOCUMENTS = {
@@ -119,9 +119,10 @@ def test_writer_quotes_strings_that_would_change_type(standin):
     assert yaml.safe_load(standin.yaml_dump(tricky)) == tricky
 
 
-def test_kubeconfig_layout_matches_clientcmd__contract_4(standin):
-    text = standin.make_kubeconfig("https://192.0.2.10:6443", b"PEM", "kubelet-bootstrap",
-                                   {"token": "abcdef.0123456789abcdef"})
+def test_kubeconfig_layout_matches_clientcmd__contract_4(make_node, monkeypatch):
+    tokens = load_standin(make_node("tokens"), monkeypatch, "tokens")
+    text = tokens.make_kubeconfig("https://192.0.2.10:6443", b"PEM", "kubelet-bootstrap",
+                                  {"token": "abcdef.0123456789abcdef"})
     assert text.startswith("apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: UEVN\n")
     assert "preferences: {}\n" in text and "current-context: k0s\n" in text
 

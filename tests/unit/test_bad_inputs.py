@@ -23,6 +23,7 @@ from k0slab.vms import image as imagemod
 from k0slab.cluster import pki
 from k0slab.vms.arch import host_arch
 from k0slab.core.paths import REPO_ROOT
+from tests.standin.standin_build import standin_binary
 
 # A case that slips past validation would start creating a lab; fail it instead of waiting on a boot.
 COMMAND_TIMEOUT_S = 30
@@ -46,7 +47,8 @@ Setup = Callable[[Sandbox], None]
 @dataclass(frozen=True)
 class Case:
     id: str
-    argv: list[str]  # after `invoke`; "{work}" is replaced by the sandbox's input folder
+    argv: list[str]  # after `invoke`; "{work}" is replaced by the sandbox's input folder, "{standin}" by
+    # the k0s stand-in built for the current sources
     names: str  # the bad value as the error must quote it
     hint: str  # part of the fix in the parenthesised hint
     setup: tuple[Setup, ...] = field(default_factory=tuple)
@@ -158,9 +160,9 @@ CASES = [
     Case("lab.up-lab-of-other-profile", ["lab.up", "--lab", "taken"], "'single'", "lab.down --lab taken",
          (lab_of_other_profile,)),
     # The stand-in k0s binary keeps a case that slipped past validation off the network.
-    Case("lab.up-disk-below-image", ["lab.up", "--disk", "1G", "--k0s-binary", "tests/standin/k0s"], "'1G'",
+    Case("lab.up-disk-below-image", ["lab.up", "--disk", "1G", "--k0s-binary", "{standin}"], "'1G'",
          "--disk 3G or more"),
-    Case("lab.up-memory-too-small", ["lab.up", "--memory", "100M", "--k0s-binary", "tests/standin/k0s"], "'100M'",
+    Case("lab.up-memory-too-small", ["lab.up", "--memory", "100M", "--k0s-binary", "{standin}"], "'100M'",
          "at least 256M"),
     Case("lab.up-host-memory", ["lab.up", "--memory", "100T"], "memory", "smaller --memory"),
     # --- lab.up: profile files ---
@@ -238,7 +240,7 @@ def test_bad_input_is_one_clear_line_and_creates_nothing(case: Case, tmp_path: P
         **os.environ, "K0SLAB_HOME": str(box.home), "K0SLAB_CACHE": str(box.cache),
         "LIBVIRT_DEFAULT_URI": "test:///default", "COLUMNS": "500",
     }
-    argv = [word.replace("{work}", str(box.work)) for word in case.argv]
+    argv = [word.replace("{work}", str(box.work)).replace("{standin}", str(standin_binary())) for word in case.argv]
     result = _run([sys.executable, "-m", "invoke", *argv], env)
     lines = result.stderr.splitlines()
     assert result.returncode != 0, f"exit 0 for {argv}: {result.stdout}"
