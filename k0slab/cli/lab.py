@@ -70,11 +70,21 @@ def lab_status(c, lab="default", json=False):
         ui.console.print(f"kubeconfig: {status['kubeconfig']}", markup=False)
 
 
-@task(help={"lab": LAB_HELP})
+@task(help={"lab": LAB_HELP,
+            "merge": "add the lab as context k0slab-LAB to ~/.kube/config (or $KUBECONFIG's first file); "
+                     "lab.down removes it"})
 @friendly
-def lab_kubeconfig(c, lab="default"):
+def lab_kubeconfig(c, lab="default", merge=False):
     """Print the admin kubeconfig's path: export KUBECONFIG=$(invoke lab.kubeconfig)"""
-    print(_lab(lab).kubeconfig())
+    path = _lab(lab).kubeconfig()
+    if not merge:
+        print(path)
+        return
+    from k0slab.cluster import kubeconfig
+
+    target = kubeconfig.merge(lab, path)
+    ui.progress(f"merged context {kubeconfig.entry_name(lab)} into {target}: "
+                f"kubectl --context {kubeconfig.entry_name(lab)} get nodes")
 
 
 @task(help={"node": "node name", "lab": LAB_HELP})

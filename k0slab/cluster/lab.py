@@ -23,7 +23,7 @@ import paramiko
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from k0slab.vms import image as imagemod
-from k0slab.cluster import pki
+from k0slab.cluster import kubeconfig, pki
 from k0slab.checks import smoke
 from k0slab.cluster import users
 from k0slab.vms import vm as vmmod
@@ -153,6 +153,7 @@ class Lab:
                 if resource.lab == self.name:
                     backend.remove_resource(resource)
             self.dir.remove()
+        kubeconfig.forget(self.name, progress)
         progress(f"lab {self.name} removed")
 
     def kubeconfig(self) -> Path:
