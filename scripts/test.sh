@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: unit and contract tests, then real VMs through libvirt.
-# VM tests run inside a network namespace made here, with libvirtd started inside it, so that
-# no lab network ever appears in the host's main namespace. Everything started is stopped at exit.
+# libvirt is used as scripts/harness.sh finds it: k0slab's own libvirtd in a network namespace (made
+# and started here when none runs, so no lab network appears in the host's main namespace), or the
+# system's libvirtd under systemd (GitHub runners). Only what is started here is stopped at exit.
+# Run as root.
 #   scripts/test.sh [pytest args]       e.g. scripts/test.sh -k transfer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/harness.sh
 source scripts/harness.sh
-# --vagrant: the Vagrant backend's end-to-end test needs vagrant and vagrant-libvirt.
+# --vagrant: the Vagrant backend's end-to-end test needs vagrant and vagrant-libvirt. Where the
+# distribution has no vagrant package, setup.sh says so and those tests report "not run".
 harness_setup "${K0SLAB_TEST_NETNS:-k0slab-test}" --vagrant
 # Images are built before harness_start, outside the namespace (see scripts/harness.sh).
-.venv/bin/invoke image.build --arch amd64
-.venv/bin/invoke image.build --arch arm64
+.venv/bin/k0slab image.build --arch amd64
+.venv/bin/k0slab image.build --arch arm64
 harness_start
 harness_run .venv/bin/pytest "$@"

@@ -4,7 +4,8 @@ libvirtd and virtlogd are started inside a network namespace that k0slab creates
 bridge, dnsmasq and tap device of every lab lives there and nothing touches the host's own
 network. libvirtd's UNIX socket still works from the main namespace, so the API needs nothing
 special; SSH to VMs goes through the namespace (see ssh.netns_proxy_command).
-On a normal machine with systemd, none of this is needed: `systemctl start libvirtd`.
+On a normal machine with systemd (a GitHub runner), installing libvirt-daemon-system starts the
+system's libvirtd, and k0slab uses that one as it is: no namespace, and host.down leaves it alone.
 """
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from k0slab.vms import accel
 from k0slab.vms import arch
@@ -46,16 +50,48 @@ def libvirt_answers() -> bool:
     return result.returncode == 0
 
 
-def host_up(netns: str = DEFAULT_NETNS) -> str:
-    """Create the namespace and start virtlogd + libvirtd in it (idempotent); returns a summary."""
+@dataclass(frozen=True)
+class LibvirtFound:
+    """Which libvirtd k0slab should use: the harness and host.up act on this, never on guesses."""
+
+    kind: Literal["none", "private", "system"]
+    netns: str | None = None  # for "private": the namespace k0slab's libvirtd runs in
+
+    def describe(self) -> str:
+        if self.kind == "private":
+            return f"k0slab's own libvirtd runs in network namespace {self.netns}: export K0SLAB_NETNS={self.netns}"
+        if self.kind == "system":
+            return "the system's libvirtd answers (not started by k0slab): labs use it, no namespace needed"
+        return "no libvirtd answers"
+
+
+def running_private_netns() -> list[str]:
+    """Namespaces in which a libvirtd that host.up started is alive (by its pidfile)."""
+    suffix = "-libvirtd.pid"
+    return sorted(p.name.removesuffix(suffix) for p in RUN_DIR.glob(f"*{suffix}") if _running(p) is not None)
+
+
+def find_libvirt(answers: Callable[[], bool] = libvirt_answers) -> LibvirtFound:
+    """k0slab's private libvirtd when one runs (its socket also answers from the main namespace),
+    else the system's when one answers, else none."""
+    private = running_private_netns()
+    if private:
+        return LibvirtFound("private", private[0])
+    return LibvirtFound("system") if answers() else LibvirtFound("none")
+
+
+def host_up(netns: str = DEFAULT_NETNS, progress: Callable[[str], None] = print) -> str:
+    """Create the namespace and start virtlogd + libvirtd in it (idempotent); returns a summary.
+    A libvirtd that already answers is used as it is: k0slab's own in another namespace, or the system's."""
+    found = find_libvirt()
+    if found.kind == "system" or (found.kind == "private" and found.netns != netns):
+        return f"{found.describe()}; nothing to start"
     if os.geteuid() != 0:
-        raise K0slabError("host.up needs root (it creates a network namespace and starts libvirtd)", "run with sudo")
+        raise K0slabError("host.up needs root (it creates a network namespace and starts libvirtd)",
+                          "run it as root, e.g. sudo .venv/bin/invoke host.up")
     for tool, package in (("libvirtd", "libvirt-daemon-system"), ("virtlogd", "libvirt-daemon-system"),
                           ("ip", "iproute2"), ("virsh", "libvirt-clients")):
         require_tool(tool, package)
-    ours = any(_running(_pidfile(d, netns)) for d in ("virtlogd", "libvirtd"))
-    if not ours and libvirt_answers():
-        return "libvirt is already running (not started by k0slab): nothing to do"
     if not Path(f"/run/netns/{netns}").exists():
         run(["ip", "netns", "add", netns], what=f"creating network namespace {netns}")
     run(["ip", "-n", netns, "link", "set", "lo", "up"], what="bringing up loopback in the namespace")
@@ -63,7 +99,7 @@ def host_up(netns: str = DEFAULT_NETNS) -> str:
     Path("/etc/libvirt/qemu/networks/autostart/default.xml").unlink(missing_ok=True)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     started = []
-    mask_kvm, kvm_reason = _kvm_is_broken()
+    mask_kvm, kvm_reason = _kvm_is_broken(progress)
     for daemon in ("virtlogd", "libvirtd"):
         pidfile = _pidfile(daemon, netns)
         if _running(pidfile) is None:
@@ -106,21 +142,32 @@ def _stop_guests_and_networks() -> list[str]:
         conn.close()
 
 
-def _kvm_is_broken() -> tuple[bool, str]:
-    """(True, why) when /dev/kvm exists but the functional probe shows it does not work."""
+def _kvm_is_broken(progress: Callable[[str], None]) -> tuple[bool, str]:
+    """(True, why) when /dev/kvm exists but the functional probe shows it does not work.
+
+    The probe boots a kernel: the host's own, or a cached image's. Without either, the default image
+    is built first (outside the namespace, which has no route to the mirror): libvirtd started
+    unprobed on a broken /dev/kvm made every VM define wait about a minute.
+    """
     if not Path("/dev/kvm").exists():
         return False, "no /dev/kvm"
-    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
-    host_images = [i for i in image.list_images() if i.arch == arch.host_arch() and i.kernel.is_file()]
-    kernel = host_images[0].kernel if host_images else (kernels[-1] if kernels else None)
+    kernel = _probe_kernel()
     if kernel is None:
-        return False, "not probed (no kernel to boot yet; run image.build first)"
+        progress(f"host.up: no kernel to probe KVM with yet, building image {image.DEFAULT_RECIPE} first")
+        kernel = image.build(image.DEFAULT_RECIPE, arch.host_arch(), progress=progress).kernel
     chosen, reason = accel.choose_accel(kernel, arch.host_arch())
     return chosen != "kvm", reason
 
 
+def _probe_kernel() -> Path | None:
+    host_images = [i for i in image.list_images() if i.arch == arch.host_arch() and i.kernel.is_file()]
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    return host_images[0].kernel if host_images else (kernels[-1] if kernels else None)
+
+
 def host_down(netns: str = DEFAULT_NETNS) -> str:
-    """Stop the daemons this module started (by their pidfiles) and delete the namespace."""
+    """Stop the daemons this module started (by their pidfiles) and delete the namespace.
+    A libvirtd without k0slab's pidfile (the system's, under systemd) is never touched."""
     stopped = []
     if _running(_pidfile("libvirtd", netns)) is not None:
         stopped += _stop_guests_and_networks()

@@ -29,6 +29,7 @@ from k0slab.core.units import parse_size
 
 BUILDER_VERSION = "3"
 Progress = Callable[[str], None]
+DEFAULT_RECIPE = "debian-12"
 
 
 class ImageRecipe(BaseModel):

@@ -1,8 +1,9 @@
 """The VM test harness: real libvirt, real QEMU guests, real SSH.
 
-scripts/test.sh creates a network namespace, starts libvirtd inside it and runs pytest there,
-so every bridge and every packet to a VM stays in that namespace. These tests refuse to run
-anywhere else (they fail, never skip: a skipped VM test must not look like a passing one).
+scripts/test.sh runs pytest where libvirt was found (scripts/harness.sh): inside k0slab's network
+namespace, so every bridge and every packet to a VM stays there, or, with the system's libvirtd
+(a GitHub runner), in the main namespace. These tests refuse to run anywhere else (they fail, never
+skip: a skipped VM test must not look like a passing one).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from k0slab.vms import hostenv
 from tests.standin.standin_build import standin_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +35,12 @@ def _inside_netns(netns: str) -> bool:
 @pytest.fixture(scope="session", autouse=True)
 def harness():
     netns = os.environ.get("K0SLAB_NETNS", "")
-    if not netns or not _inside_netns(netns):
+    # Labs live where the harness found libvirt: in k0slab's namespace, or with the system's libvirtd.
+    found = hostenv.find_libvirt()
+    if found.kind == "system" and netns:
+        pytest.fail(f"K0SLAB_NETNS={netns} is set, but the system's libvirtd serves the labs: use scripts/test.sh",
+                    pytrace=False)
+    if found.kind != "system" and (not netns or not _inside_netns(netns)):
         pytest.fail("VM tests must run inside the test network namespace: use scripts/test.sh", pytrace=False)
     try:
         libvirt.open("qemu:///system").close()

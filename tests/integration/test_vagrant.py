@@ -1,8 +1,10 @@
 """Issue 10 end to end: `lab.up --provider vagrant` with k0slab's own box and the k0s stand-in gives
 Ready nodes on their lab IPs, and `lab.down` leaves no Vagrant machine, libvirt domain or file.
 
-Needs vagrant and vagrant-libvirt (`sudo bash scripts/setup.sh --vagrant`): without them these
-tests fail, they never skip."""
+Needs vagrant and vagrant-libvirt (`bash scripts/setup.sh --vagrant` as root). Where the distribution
+has them (Debian 12) and they are missing, these tests fail. Where it has no vagrant package (Ubuntu
+24.04, so GitHub's runners) they are reported as skipped "not run", with how to get Vagrant: a skip,
+never a pass."""
 from __future__ import annotations
 
 import json
@@ -24,13 +26,23 @@ def vagrant(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess[s
     return subprocess.run(["vagrant", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
 
 
+def _in_apt_archive(package: str) -> bool:
+    """Whether apt could install the package here (setup.sh's own test)."""
+    simulated = subprocess.run(["apt-get", "install", "-s", "-q", package], capture_output=True, timeout=120,
+                               check=False)
+    return simulated.returncode == 0
+
+
 @pytest.fixture(scope="module")
 def lab():
     if shutil.which("vagrant") is None:
-        pytest.fail("vagrant is not installed: run sudo bash scripts/setup.sh --vagrant", pytrace=False)
+        if not _in_apt_archive("vagrant"):
+            pytest.skip("not run: this distribution has no vagrant package; install Vagrant from HashiCorp's apt "
+                        "repository and `vagrant plugin install vagrant-libvirt` to run them")
+        pytest.fail("vagrant is not installed: run bash scripts/setup.sh --vagrant as root", pytrace=False)
     plugins = vagrant("plugin", "list")
     if "vagrant-libvirt" not in plugins.stdout:
-        pytest.fail("the vagrant-libvirt plugin is missing: run sudo bash scripts/setup.sh --vagrant", pytrace=False)
+        pytest.fail("the vagrant-libvirt plugin is missing: run bash scripts/setup.sh --vagrant as root", pytrace=False)
     try:
         result = invoke("lab.up", "--nodes", "2", "--provider", "vagrant", "--k0s-binary", str(STANDIN), "--lab", LAB)
         yield result.stdout + result.stderr
