@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -13,14 +14,28 @@ from k0slab.core import ui
 from k0slab.core.errors import K0slabError
 
 LAB_HELP = "lab name (default: default); several labs live side by side"
+# Tasks that work without root: they only read the recipes, profiles and cache, or ask libvirt who
+# runs. lab.up checks for itself, since its --dry-run needs no root either.
+UNPRIVILEGED = frozenset({"image_list", "host_status", "lab_up"})
+
+
+def require_root(task_name: str) -> None:
+    """Root is k0slab's supported path: libvirt's system instance, mmdebstrap, and VM disks and an image
+    cache that QEMU's own user can read. As another user those fail half-way, so refuse at once."""
+    if os.geteuid() != 0:
+        raise K0slabError(f"{task_name} needs root (libvirt's system instance, image builds, disks QEMU can read)",
+                          f"run it as root, e.g. sudo {Path(sys.argv[0]).name} {task_name} ...")
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn K0slabError into one line on stderr and a non-zero exit, never a traceback."""
+    """Turn K0slabError into one line on stderr and a non-zero exit, never a traceback; refuse non-root
+    at once for every task that needs root."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            if func.__name__ not in UNPRIVILEGED:
+                require_root(func.__name__.replace("_", ".", 1).replace("_", "-"))
             return func(*args, **kwargs)
         except K0slabError as error:
             ui.error_console.print(ui.format_error(error), markup=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from k0slab.cli.common import LAB_HELP, friendly, remainder_argv
+from k0slab.cli.common import LAB_HELP, friendly, remainder_argv, require_root
 from k0slab.cli.vm import vm_exec, vm_shell
 from k0slab.core import ui
 from k0slab.core.errors import K0slabError
@@ -38,6 +38,8 @@ def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0
     from k0slab.cluster.lab import UpOptions
     from k0slab.core.profile import load_profile, with_overrides
 
+    if not dry_run:
+        require_root("lab.up")
     nodes = parse_whole(nodes, "--nodes") if nodes is not None else None
     cpus = parse_whole(cpus, "--cpus") if cpus is not None else None
     chosen = with_overrides(
