@@ -5,6 +5,8 @@
 #   scripts/setup.sh            what lab.up needs
 #   scripts/setup.sh --vagrant  also vagrant + vagrant-libvirt, for --provider vagrant, where the
 #                               distribution has them (Debian 12 does, Ubuntu 24.04 does not)
+#   scripts/setup.sh --packages-only   the system packages, no .venv (the composite action makes
+#                               its own virtualenv outside the checkout)
 # Every package name was checked against the distributions' lists: README.md, "Set-up on a clean machine".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +31,13 @@ packages=(
   python3 python3-venv python3-dev gcc
 )
 optional=()
-if [ "${1:-}" = "--vagrant" ]; then optional+=(vagrant vagrant-libvirt); fi
+venv=yes
+case "${1:-}" in
+  --vagrant) optional+=(vagrant vagrant-libvirt) ;;
+  --packages-only) venv=no ;;
+  "") ;;
+  *) echo "setup: unknown option $1 (use --vagrant or --packages-only)" >&2; exit 2 ;;
+esac
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # A simulated install also accepts a virtual package that one real package provides.
@@ -61,6 +69,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+if [ "$venv" = no ]; then
+  echo "setup: system packages ready"
+  exit 0
+fi
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then "$python" -m venv .venv; fi
 if ! .venv/bin/python -c 'import k0slab, libvirt, fabric, invoke, pytest, vagrant' 2>/dev/null \

@@ -242,7 +242,10 @@ def test_ci_lints_and_unit_tests_every_push_and_pull_request():
     assert not (triggers["push"] or {}).get("branches"), "push must not be limited to some branches"
     steps = _steps(workflow)
     python = next(step for step in steps if step.get("uses", "").startswith("actions/setup-python@"))
-    assert str(python["with"]["python-version"]) == "3.11"
+    (job,) = workflow["jobs"].values()
+    # Debian 12's python3, Ubuntu 24.04's, and the newest.
+    assert job["strategy"]["matrix"]["python"] == ["3.11", "3.12", "3.13"]
+    assert str(python["with"]["python-version"]) == "${{ matrix.python }}"
     assert python["with"].get("cache") == "pip"
     assert _step_index(steps, "scripts/setup.sh") < _step_index(steps, "ruff check")
     assert "tests/unit tests/standin" in steps[_step_index(steps, "pytest")]["run"]
