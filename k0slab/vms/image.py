@@ -25,7 +25,7 @@ from k0slab.core.checksums import checksum_for
 from k0slab.core.errors import K0slabError
 from k0slab.core.paths import GUEST_FILES_DIR, IMAGES_DIR, cache_home, config_home, find_yaml, yaml_names
 from k0slab.core.proc import require_tool, run
-from k0slab.core.units import parse_size
+from k0slab.core.units import format_size, parse_size
 
 BUILDER_VERSION = "3"
 Progress = Callable[[str], None]
@@ -190,21 +190,23 @@ def build(name: str, arch: str, *, force: bool = False, progress: Progress = pri
     work.mkdir()
     started = time.monotonic()
     log = work / "build.log"
+    reporter = _BuildReporter(work, log, progress, started)
     try:
         rootfs = work / "rootfs"
-        progress(f"mmdebstrap {recipe.suite} {arch} (log: {log})")
-        _mmdebstrap(recipe, arch, rootfs, log)
-        progress("customising the root filesystem")
+        reporter.stage(f"mmdebstrap {recipe.suite} {arch}", f" (log: {log})")
+        _mmdebstrap(recipe, arch, rootfs, log, reporter.beat)
+        reporter.stage("customising the root filesystem")
         _customise(recipe, rootfs, log)
         shutil.copyfile(_single(rootfs / "boot", "vmlinuz-*"), work / "vmlinuz")
         shutil.copyfile(_single(rootfs / "boot", "initrd.img-*"), work / "initrd.img")
-        progress("mkfs.ext4 -d and qemu-img convert")
+        reporter.stage("mkfs.ext4 -d and qemu-img convert")
         raw = work / "base.raw"
         with open(raw, "wb") as handle:
             handle.truncate(parse_size(recipe.disk_size))
-        run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-d", rootfs, raw], what="mkfs.ext4", log=log)
+        run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-d", rootfs, raw], what="mkfs.ext4", log=log,
+            heartbeat=reporter.beat)
         run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, work / "base.qcow2"],
-            what="qemu-img convert", log=log)
+            what="qemu-img convert", log=log, heartbeat=reporter.beat)
         raw.unlink()
         shutil.rmtree(rootfs)
         image = Image(
@@ -220,6 +222,43 @@ def build(name: str, arch: str, *, force: bool = False, progress: Progress = pri
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+class _BuildReporter:
+    """Progress lines while a build step runs: stage, bytes in the build folder, elapsed time and the
+    step's last log line (mmdebstrap names what it is doing: downloading, extracting, installing)."""
+
+    def __init__(self, work: Path, log: Path, progress: Progress, started: float) -> None:
+        self.work, self.log, self.progress, self.started = work, log, progress, started
+        self.current = ""
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self.current = name
+        self.progress(name + detail)
+
+    def beat(self) -> None:
+        written = _bytes_on_disk(self.work)
+        self.progress(f"{self.current}: {format_size(written)} on disk, {time.monotonic() - self.started:.0f}s "
+                      f"elapsed; {_last_line(self.log)}")
+
+
+def _bytes_on_disk(folder: Path) -> int:
+    """Allocated bytes under folder, while a build step is still adding and removing files there."""
+    total = 0
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(parent, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def _last_line(log: Path) -> str:
+    with open(log, "rb") as handle:
+        handle.seek(max(0, log.stat().st_size - 4096))
+        lines = handle.read().decode(errors="replace").strip().splitlines()
+    return lines[-1][:160] if lines else "(no output yet)"
 
 
 def _publish(work: Path, image: Image) -> Image:
@@ -248,7 +287,7 @@ def _single(folder: Path, pattern: str) -> Path:
     return matches[-1]
 
 
-def _mmdebstrap(recipe: ImageRecipe, arch: str, rootfs: Path, log: Path) -> None:
+def _mmdebstrap(recipe: ImageRecipe, arch: str, rootfs: Path, log: Path, heartbeat: Callable[[], None]) -> None:
     packages = [recipe.kernel.format(arch=arch), "initramfs-tools", *recipe.packages]
     modules = "\\n".join(recipe.initramfs_modules)
     # Set before the kernel package installs, so the initramfs is generated once, small.
@@ -270,7 +309,7 @@ def _mmdebstrap(recipe: ImageRecipe, arch: str, rootfs: Path, log: Path) -> None
     if eatmydata.is_dir() and shutil.which("eatmydata"):
         argv.append(f"--hook-dir={eatmydata}")
     argv += [recipe.suite, rootfs, recipe.mirror, *recipe.extra_sources]
-    run(argv, what="mmdebstrap", log=log)
+    run(argv, what="mmdebstrap", log=log, heartbeat=heartbeat)
 
 
 def _customise(recipe: ImageRecipe, root: Path, log: Path) -> None:

@@ -12,6 +12,7 @@ import http.client
 import io
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -44,6 +45,7 @@ _ATTEMPTS = 4
 # Backoff between attempts; a module attribute so tests can make retries instant.
 _retry_wait = wait_exponential(multiplier=1, max=10)
 _CHUNK = 1 << 20
+REPORT_EVERY_S = 5.0
 
 # ELF e_machine values, named as k0s names its release arches.
 _ELF_MACHINES = {62: "amd64", 183: "arm64", 40: "arm"}
@@ -277,16 +279,22 @@ def _stream(url: str, sink: BinaryIO, report: Callable[[str], None] | None = Non
     sink.truncate()
     with _open(url) as response:
         total = response.length  # None without a Content-Length
-        # About ten lines per download, or one per 32 MiB when the size is unknown.
+        # About ten lines per download, or one per 32 MiB when the size is unknown, and one at least
+        # every REPORT_EVERY_S on a slow link, so a download is never silent for long.
         step = max(total // 10, _CHUNK) if total else 32 * _CHUNK
         done, next_report = 0, step
+        started = last_report = time.monotonic()
         try:
             while chunk := response.read(_CHUNK):
                 sink.write(chunk)
                 done += len(chunk)
-                if report is not None and done >= next_report:
-                    report(f"{format_size(done)} of {format_size(total)}" if total else format_size(done))
-                    next_report += step
+                now = time.monotonic()
+                if report is not None and (done >= next_report or now - last_report >= REPORT_EVERY_S):
+                    amount = f"{format_size(done)} of {format_size(total)}" if total else format_size(done)
+                    report(f"{amount}, {now - started:.0f}s")
+                    last_report = now
+                    while next_report <= done:
+                        next_report += step
         except (OSError, http.client.HTTPException) as exc:
             raise _Transient(f"{url}: download interrupted after {format_size(done)}: {exc}") from None
     # http.client ends a read early without an error when the server closes the connection.
