@@ -68,6 +68,8 @@ def test_wheel_carries_every_module_recipe_and_profile(wheel: Path) -> None:
     for folder in ("images", "profiles"):
         for recipe in (REPO_ROOT / folder).glob("*.yaml"):
             assert f"k0slab/{folder}/{recipe.name}" in names
+    for guest_file in (PACKAGE_DIR / "vms" / "guest").iterdir():
+        assert f"k0slab/vms/guest/{guest_file.name}" in names  # copied into every node image
     assert any(name.endswith("entry_points.txt") for name in names)
 
 
