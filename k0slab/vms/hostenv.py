@@ -27,6 +27,7 @@ from k0slab.core.proc import require_tool, run
 DEFAULT_NETNS = "k0slab"
 RUN_DIR = Path("/run/k0slab")
 LIBVIRT_READY_TIMEOUT_S = 60.0
+KVM_DEVICE = Path("/dev/kvm")
 
 
 def _pidfile(daemon: str, netns: str) -> Path:
@@ -149,7 +150,7 @@ def _kvm_is_broken(progress: Callable[[str], None]) -> tuple[bool, str]:
     is built first (outside the namespace, which has no route to the mirror): libvirtd started
     unprobed on a broken /dev/kvm made every VM define wait about a minute.
     """
-    if not Path("/dev/kvm").exists():
+    if not KVM_DEVICE.exists():
         return False, "no /dev/kvm"
     kernel = _probe_kernel()
     if kernel is None:

@@ -106,3 +106,32 @@ def test_harness_acts_on_the_decision_for_each_case() -> None:
     for branch in ("none)", '"private "*)', "system)"):
         assert f"    {branch}\n" in harness
     assert "host.status --brief" in harness
+
+
+def test_kvm_probe_without_any_kernel_builds_the_image_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: host.up before any image left libvirtd unprobed (and unmasked) on a broken /dev/kvm."""
+    device = tmp_path / "kvm"
+    device.touch()
+    monkeypatch.setattr(hostenv, "KVM_DEVICE", device)
+    monkeypatch.setattr(hostenv, "_probe_kernel", lambda: None)
+    kernel = tmp_path / "vmlinuz"
+    built: list[str] = []
+
+    def build(name: str, arch: str, *, progress) -> SimpleNamespace:
+        built.append(name)
+        return SimpleNamespace(kernel=kernel)
+
+    probed: list[Path] = []
+    monkeypatch.setattr(hostenv.image, "build", build)
+    monkeypatch.setattr(hostenv.accel, "choose_accel",
+                        lambda path, arch: probed.append(path) or ("tcg", "a kernel under KVM did not finish booting"))
+    said: list[str] = []
+    assert hostenv._kvm_is_broken(said.append) == (True, "a kernel under KVM did not finish booting")
+    assert built == [hostenv.image.DEFAULT_RECIPE] and probed == [kernel]
+    assert said and "building image debian-12 first" in said[0]
+
+
+def test_no_kvm_device_needs_no_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hostenv, "KVM_DEVICE", tmp_path / "absent")
+    monkeypatch.setattr(hostenv.image, "build", lambda *a, **k: pytest.fail("built an image for nothing"))
+    assert hostenv._kvm_is_broken(lambda line: None) == (False, "no /dev/kvm")
