@@ -24,7 +24,12 @@ def require_root(task_name: str) -> None:
     cache that QEMU's own user can read. As another user those fail half-way, so refuse at once."""
     if os.geteuid() != 0:
         raise K0slabError(f"{task_name} needs root (libvirt's system instance, image builds, disks QEMU can read)",
-                          f"run it as root, e.g. sudo {Path(sys.argv[0]).name} {task_name} ...")
+                          f"run it as root, e.g. sudo {_program()} {task_name} ...")
+
+
+def _program() -> str:
+    """How the user started the tasks: the installed `k0slab` command, or invoke in a checkout."""
+    return "k0slab" if Path(sys.argv[0]).name == "k0slab" else "invoke"
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
