@@ -40,7 +40,7 @@ KUBELET_ROLES = frozenset({"worker", "controller+worker"})
 DEFAULT_SYSTEM_COMPONENTS = ("coredns", "kube-proxy", "konnectivity-agent", "kube-router", "metrics-server")
 CNI_POD_PREFIX = {"kuberouter": "kube-router", "calico": "calico-node"}
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "k0slab", "app.kubernetes.io/part-of": SUITE_NAME}
-_K0S_VERSION_RE = re.compile(r"^(v\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?)\+k0s\.\d+$")
+_K0S_VERSION_RE = re.compile(r"(v\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?)\+k0s\.\d+")
 _FORBIDDEN_RE = re.compile(r'Error from server \(Forbidden\): nodes is forbidden: User "(?P<user>[^"]*)" cannot list')
 T = TypeVar("T")
 
@@ -93,12 +93,16 @@ class ClusterExpectation:
 
 def kubelet_version_for(k0s_version: str) -> str:
     """The kubelet version a k0s release reports: `v1.31.1+k0s.0` runs kubelet `v1.31.1+k0s`."""
-    match = _K0S_VERSION_RE.match(k0s_version)
+    match = _K0S_VERSION_RE.fullmatch(k0s_version)
     if not match:
         raise K0slabError(
             f"k0s version {k0s_version!r} is not of the form vX.Y.Z+k0s.N", "use a k0s release tag like v1.31.1+k0s.0"
         )
     return f"{match.group(1)}+k0s"
+
+
+# Longest wait `lab.smoke --timeout` accepts per check: an hour is far beyond any healthy check.
+MAX_CHECK_TIMEOUT_S = 3600.0
 
 
 @dataclass(frozen=True)

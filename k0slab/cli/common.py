@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import sys
 from pathlib import Path
 from collections.abc import Callable
@@ -32,6 +33,27 @@ def _program() -> str:
     return "k0slab" if Path(sys.argv[0]).name == "k0slab" else "invoke"
 
 
+# Tasks that pass the words after `--` on; every other task refuses them instead of dropping them.
+TAKES_REMAINDER = frozenset({"vm_exec", "vm_shell", "lab_ssh"})
+
+
+def check_command_line(task_name: str, kwargs: dict[str, Any]) -> None:
+    """Refuse what invoke would misread or drop: words after `--` for a task that takes none, a
+    value like `-node` that invoke splits into the short flag -n and "ode", and empty option values."""
+    words = sys.argv[1:sys.argv.index("--")] if "--" in sys.argv else sys.argv[1:]
+    if task_name not in TAKES_REMAINDER and remainder_argv():
+        raise K0slabError(f"{shlex.join(remainder_argv())!r} after -- is not read by this task",
+                          f"give options before --, e.g. {_program()} lab.up --nodes 3")
+    for word in words:
+        if word.startswith("-") and not word.startswith("--") and len(word) > 2:
+            raise K0slabError(f"{word!r} would be read as the short option {word[:2]} with value {word[2:]!r}",
+                              "use long options (--name), and no value that starts with '-'")
+    for option, value in kwargs.items():
+        if isinstance(value, str) and not value.strip():
+            raise K0slabError(f"--{option.replace('_', '-')} {value!r} is empty",
+                              "give a value, or leave the option out for its default")
+
+
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn K0slabError into one line on stderr and a non-zero exit, never a traceback; refuse non-root
     at once for every task that needs root."""
@@ -39,6 +61,7 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_command_line(func.__name__, kwargs)
             if func.__name__ not in UNPRIVILEGED:
                 require_root(func.__name__.replace("_", ".", 1).replace("_", "-"))
             return func(*args, **kwargs)

@@ -41,10 +41,12 @@ def image_box(c, image="debian-12", arch=None):
     ui.progress(f"box {vagrant_box.box_name(image, arch)}: {path}")
 
 
-@task(help={"url": "image URL", "checksums": "URL of the SHA256SUMS/SHA512SUMS file",
-            "name": "name to cache it under", "arch": "amd64 or arm64"})
+@task(help={"url": "image URL (https; http only to localhost)", "checksums": "URL of the SHA256SUMS/SHA512SUMS file",
+            "name": "name to cache it under", "arch": "amd64 or arm64",
+            "allow_file": "also accept file:// URLs (a local image and sums file)"})
 @friendly
-def image_pull(c, url, checksums, name="cloud", arch=None):
+def image_pull(c, url, checksums, name="cloud", arch=None, allow_file=False):
     """Download a cloud image and verify it against its published checksum file."""
-    pulled = imagemod.pull(url, checksums, name, arch or archmod.host_arch(), progress=ui.progress)
+    pulled = imagemod.pull(url, checksums, name, arch or archmod.host_arch(), progress=ui.progress,
+                           allow_file=allow_file)
     ui.progress(f"image {pulled.name} {pulled.arch} verified and cached at {pulled.path}")

@@ -10,7 +10,8 @@ from k0slab.cli.common import LAB_HELP, friendly, remainder_argv, require_root
 from k0slab.cli.vm import vm_exec, vm_shell
 from k0slab.core import ui
 from k0slab.core.errors import K0slabError
-from k0slab.core.units import parse_whole
+from k0slab.core.paths import check_file, check_folder
+from k0slab.core.units import parse_seconds, parse_whole
 
 
 def _lab(name: str):
@@ -111,6 +112,7 @@ def lab_logs(c, node, lab="default"):
 @friendly
 def lab_dump_logs(c, dir="out/logs", lab="default"):
     """Console logs, k0s journals and state of every node into a folder CI can keep."""
+    check_folder(Path(dir), "--dir")
     for path in _lab(lab).dump_logs(Path(dir)):
         ui.progress(f"wrote {path}")
 
@@ -125,23 +127,27 @@ def lab_dump_logs(c, dir="out/logs", lab="default"):
     "output": "also write the kubeconfig here (default: <lab>/users/NAME.kubeconfig)",
     "check": "run `get nodes` (and pods) as the user and report Forbidden / allowed against its bindings",
     "revoke": "remove the user's binding, kubeconfig and record",
+    "superuser": "allow Kubernetes' own system:* groups, e.g. system:masters (a superuser until the cert expires)",
+    "force": "with --output: replace an existing file",
     "lab": LAB_HELP,
 })
 @friendly
 def lab_user(c, name, group=None, days="365", clusterrole=None, role=None, namespace=None, output=None, check=False,
-             revoke=False, lab="default"):
+             revoke=False, superuser=False, force=False, lab="default"):
     """Create a user with a client certificate signed by the lab CA: invoke lab.user demo --group development"""
     target = _lab(lab)
     if revoke:
-        target.revoke_user(name)
-        ui.progress(f"user {name} revoked: binding, kubeconfig and record removed (the certificate stays valid "
-                    "until it expires, but is bound to nothing)")
+        record, deleted = target.revoke_user(name)
+        kept = "" if deleted else f"; {record.kubeconfig} was changed since k0slab wrote it, so it was kept"
+        ui.progress(f"user {name} revoked: k0slab's binding and record removed{kept}. The certificate cannot be "
+                    f"revoked and stays valid until {record.expires:%Y-%m-%d}: {record.powers()}")
         return
     if group:
         # days defaults to a string for the same reason as vm.launch's cpus.
         groups = [g for item in group for g in item.split(",")]
         record = target.create_user(name, groups, parse_whole(days, "--days"), clusterrole=clusterrole, role=role,
-                                    namespace=namespace, output=Path(output) if output else None)
+                                    namespace=namespace, output=Path(output) if output else None,
+                                    superuser=superuser, force=force)
         ui.console.print(record.summary(), markup=False)
     elif not check:
         raise K0slabError(f"nothing to do for user {name!r}", "create it with --group G, or use --check / --revoke")
@@ -172,12 +178,16 @@ def lab_users(c, lab="default", json=False):
     "timeout": "seconds each check may wait (default 180)",
 })
 @friendly
-def lab_smoke(c, only=None, junit=None, json=None, user=None, lab="default", timeout=180.0):
+def lab_smoke(c, only=None, junit=None, json=None, user=None, lab="default", timeout="180"):
     """Smoke-test the cluster: a table, reports for CI, exit 0 only if every check that ran passed."""
     from k0slab.checks import smoke
 
     checks = [name for name in only.split(",") if name] if only else None
-    report = _lab(lab).smoke(checks, user, ui.progress, smoke.SmokeSettings(check_timeout_s=float(timeout)))
+    seconds = parse_seconds(timeout, "--timeout", smoke.MAX_CHECK_TIMEOUT_S)
+    for flag, path in (("--junit", junit), ("--json", json)):
+        if path:
+            check_file(Path(path), flag)
+    report = _lab(lab).smoke(checks, user, ui.progress, smoke.SmokeSettings(check_timeout_s=seconds))
     ui.console.print(smoke.render_table(report))
     for path, text in ((junit, smoke.to_junit_xml), (json, smoke.to_json)):
         if path:

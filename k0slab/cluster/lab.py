@@ -253,7 +253,11 @@ class Lab:
 
     # --- users (users.py does the work; the lab supplies its CA, controller and folders) ---
     def create_user(self, name: str, groups: list[str], days: int, **binding: Any) -> users.UserRecord:
+        # Everything the request alone decides is refused before the lab is even looked at.
         users.validate_user_name(name)
+        users.validate_groups(groups, binding.get("superuser", False))
+        pki.validate_days(days, "--days")
+        users.check_output_path(binding.get("output"), binding.get("force", False))
         state, controller = self._require_up()
         cert, key = self._ca()
         ssh = self.ssh(controller) if any(binding.get(k) for k in ("clusterrole", "role")) else None
@@ -271,7 +275,7 @@ class Lab:
         with contextlib.closing(self.ssh(controller)) as ssh:
             return users.check_user(name, users_dir=self.dir.users_dir, controller=ssh)
 
-    def revoke_user(self, name: str) -> users.UserRecord:
+    def revoke_user(self, name: str) -> tuple[users.UserRecord, bool]:
         _, controller = self._require_up()
         with contextlib.closing(self.ssh(controller)) as ssh:
             return users.revoke_user(name, users_dir=self.dir.users_dir, controller=ssh)

@@ -69,9 +69,13 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
+# No certificate outlives a lab's CA (CA_DAYS); the cap also keeps date arithmetic in range.
+MAX_DAYS = 36500
+
+
 def validate_days(days: int, what: str = "certificate lifetime in days") -> int:
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise K0slabError(f"{what} {days!r} is invalid", "use a whole number of days, at least 1")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise K0slabError(f"{what} {days!r} is invalid", f"use a whole number of days from 1 to {MAX_DAYS}")
     return days
 
 

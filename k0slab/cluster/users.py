@@ -9,12 +9,14 @@ signs it on the host with the lab CA rather than running `k0s kubeconfig create`
   - the lab owns the CA: it made it and placed it on the controller before k0s first started.
 Permissions are real RBAC objects applied on the controller, so the API server, not k0slab, decides.
 A certificate cannot be revoked in Kubernetes: revoking a user removes its bindings (and files), after
-which the still-valid certificate authenticates a user who is allowed nothing.
+which the still-valid certificate authenticates a user allowed only what its groups are granted. Groups
+named system:* are Kubernetes' own (system:masters passes every check), so they need --superuser.
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import re
 import secrets
 import shlex
@@ -39,12 +41,17 @@ RESERVED_NAMES = frozenset({
 })
 # Members of this group pass every authorization check (Kubernetes' built-in superuser group).
 SUPERUSER_GROUP = "system:masters"
+# Groups Kubernetes defines itself (system:masters, system:nodes, ...): some grant far more than a
+# lab user should get by accident.
+SYSTEM_GROUP_PREFIX = "system:"
+# X.509 allows at most 64 characters in an O value (RFC 5280, ub-organization-name).
+MAX_GROUP_LENGTH = 64
 # Built-in ClusterRoles whose effect on the probes below is known: all of them allow listing pods in
 # a namespace they apply to; only cluster-admin allows nodes (a cluster-scoped resource).
 _BUILTIN_CLUSTERROLES = ("cluster-admin", "admin", "edit", "view")
 _RBAC = "rbac.authorization.k8s.io"
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
-_NAMESPACE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
+_NAMESPACE_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class Binding(BaseModel):
@@ -89,6 +96,19 @@ class UserRecord(BaseModel):
     context: str
     certificate: pki.CertSummary
     bindings: list[Binding] = []
+    # sha256 of the kubeconfig as k0slab wrote it: revoke deletes the file only while it is unchanged.
+    kubeconfig_sha256: str = ""
+
+    def powers(self) -> str:
+        """What the certificate can do, in one sentence, from its groups and k0slab's bindings."""
+        if SUPERUSER_GROUP in self.groups:
+            return (f"SUPERUSER: group {SUPERUSER_GROUP} passes every authorization check, whatever is bound, "
+                    f"until the certificate expires {self.expires:%Y-%m-%d}")
+        system = [g for g in self.groups if g.startswith(SYSTEM_GROUP_PREFIX)]
+        granted = "; ".join(b.describe() for b in self.bindings) or "no binding made by k0slab"
+        also = f"; Kubernetes' own groups {', '.join(system)} add their built-in rights" if system else ""
+        return (f"{granted}, plus whatever RBAC grants groups {', '.join(self.groups)}{also}; "
+                f"valid until {self.expires:%Y-%m-%d}")
 
     def summary(self) -> str:
         lines = [
@@ -97,9 +117,8 @@ class UserRecord(BaseModel):
             "  certificate:",
             *(f"    {line}" for line in self.certificate.lines()),
         ]
-        lines += [f"  binding:    {binding.describe()}" for binding in self.bindings] or [
-            "  binding:    none (the user is authenticated but allowed nothing unless its groups are bound)"
-        ]
+        lines += [f"  binding:    {binding.describe()}" for binding in self.bindings] or ["  binding:    none"]
+        lines.append(f"  can do:     {self.powers()}")
         lines.append(f"  try:        KUBECONFIG={self.kubeconfig} kubectl get pods")
         return "\n".join(lines)
 
@@ -108,7 +127,7 @@ class UserRecord(BaseModel):
 
 
 def validate_user_name(name: str) -> str:
-    if not _NAME_RE.match(name or ""):
+    if not _NAME_RE.fullmatch(name or ""):
         raise K0slabError(
             f"user name {name!r} is not valid",
             "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 63",
@@ -121,16 +140,39 @@ def validate_user_name(name: str) -> str:
     return name
 
 
-def _validate_groups(groups: list[str]) -> list[str]:
+def validate_groups(groups: list[str], superuser: bool = False) -> list[str]:
     cleaned: list[str] = []
     for group in groups:
-        if not group or group != group.strip() or "," in group or "/" in group:
-            raise K0slabError(f"group {group!r} is not valid", "give each group separately, without spaces or ','")
+        if not group or group != group.strip() or "," in group or "/" in group or not group.isprintable():
+            raise K0slabError(f"group {group!r} is not valid",
+                              "give each group separately, without spaces, ',' or control characters")
+        if len(group) > MAX_GROUP_LENGTH:
+            raise K0slabError(f"group {group[:20]!r}... is {len(group)} characters long",
+                              f"X.509 allows at most {MAX_GROUP_LENGTH} in a group (O value)")
+        if group.startswith(SYSTEM_GROUP_PREFIX) and not superuser:
+            power = "passes every authorization check" if group == SUPERUSER_GROUP else "is Kubernetes' own group"
+            raise K0slabError(f"group {group!r} {power}, and a certificate cannot be revoked before it expires",
+                              "use your own group name, or add --superuser if you mean it")
         if group not in cleaned:
             cleaned.append(group)
     if not cleaned:
         raise K0slabError("no group given", "add at least one, e.g. --group development")
     return cleaned
+
+
+def check_output_path(output: Path | None, force: bool) -> Path | None:
+    """Where --output may write: never into a folder, never over a file k0slab did not write unless --force."""
+    if output is None:
+        return None
+    target = output.expanduser()
+    if target.is_dir():
+        raise K0slabError(f"--output {str(output)!r} is a folder", "give a file path, e.g. ./demo.kubeconfig")
+    if (target.exists() or target.is_symlink()) and not force:
+        raise K0slabError(f"--output {str(output)!r} already exists",
+                          "choose another path, or add --force to replace it")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise K0slabError(f"--output {str(output)!r}: {target.parent} is not a folder", "give a path in a folder")
+    return target.resolve()
 
 
 def _validate_rbac_name(value: str, what: str) -> str:
@@ -146,7 +188,7 @@ def planned_binding(user: str, clusterrole: str | None, role: str | None, namesp
     if clusterrole and role:
         raise K0slabError("both --clusterrole and --role given", "give one; use --clusterrole with --namespace "
                           "to grant a ClusterRole in one namespace")
-    if namespace is not None and not _NAMESPACE_RE.match(namespace):
+    if namespace is not None and not _NAMESPACE_RE.fullmatch(namespace):
         raise K0slabError(f"--namespace {namespace!r} is not a valid namespace", "use lowercase letters, digits, '-'")
     name = f"k0slab-user-{user}"
     if role:
@@ -260,11 +302,14 @@ def create_user(
     clusterrole: str | None = None,
     role: str | None = None,
     namespace: str | None = None,
+    superuser: bool = False,
+    force: bool = False,
 ) -> UserRecord:
     """Sign, verify and write a user's kubeconfig (0600); apply its binding if one is asked for."""
     validate_user_name(name)
-    groups = _validate_groups(groups)
+    groups = validate_groups(groups, superuser)
     pki.validate_days(days, "--days")
+    output = check_output_path(output, force)
     binding = planned_binding(name, clusterrole, role, namespace)
     if not server_url.startswith("https://"):
         raise K0slabError(f"API server URL {server_url!r} is not https", "e.g. https://192.168.50.11:6443")
@@ -286,28 +331,42 @@ def create_user(
     if binding is not None and controller is not None:
         controller.run(f"{KUBECTL} apply -f -", stdin=binding.manifest(name))
 
-    kubeconfig = (output or users_dir / f"{name}.kubeconfig").expanduser().resolve()
-    write_private(kubeconfig, user_kubeconfig(lab_name, name, server_url, ca_cert_pem, cert_pem, key_pem))
+    kubeconfig = output or (users_dir / f"{name}.kubeconfig").resolve()
+    text = user_kubeconfig(lab_name, name, server_url, ca_cert_pem, cert_pem, key_pem)
+    write_private(kubeconfig, text)
     record = UserRecord(
         name=name, lab=lab_name, groups=groups, created=certificate.not_before + pki.BACKDATE,
         expires=certificate.not_after, kubeconfig=kubeconfig, context=f"{lab_name}-{name}",
         certificate=certificate, bindings=[binding] if binding else [],
+        kubeconfig_sha256=hashlib.sha256(text.encode()).hexdigest(),
     )
     write_private(record_file, record.model_dump_json(indent=2))
     return record
 
 
-def revoke_user(name: str, *, users_dir: Path, controller: Runner | None) -> UserRecord:
-    """Delete the user's bindings on the controller, then its kubeconfig and record."""
+def kubeconfig_unchanged(record: UserRecord) -> bool:
+    """True when the user's kubeconfig is still exactly what k0slab wrote (so k0slab may delete it)."""
+    try:
+        data = record.kubeconfig.read_bytes()
+    except OSError:
+        return False
+    return bool(record.kubeconfig_sha256) and hashlib.sha256(data).hexdigest() == record.kubeconfig_sha256
+
+
+def revoke_user(name: str, *, users_dir: Path, controller: Runner | None) -> tuple[UserRecord, bool]:
+    """Delete the user's bindings on the controller, then its record and its kubeconfig when that is
+    unchanged since k0slab wrote it; returns the record and whether the kubeconfig was deleted."""
     record = load_user(users_dir, name)
     if record.bindings:
         if controller is None:
             raise K0slabError(f"user {name!r} has bindings to delete on the controller", "start the lab: invoke lab.up")
         for binding in record.bindings:
             controller.run(binding.delete_command())
-    record.kubeconfig.unlink(missing_ok=True)
+    deleted = kubeconfig_unchanged(record)
+    if deleted:
+        record.kubeconfig.unlink()
     record_path(users_dir, name).unlink()
-    return record
+    return record, deleted
 
 
 @dataclass(frozen=True)
@@ -338,9 +397,11 @@ class UserCheck:
     def ok(self) -> bool:
         return all(probe.as_expected for probe in self.probes)
 
+    powers: str = ""
+
     def __str__(self) -> str:
         return "\n".join([f"user {self.user}: {'as expected' if self.ok else 'NOT as expected'}",
-                          *(probe.line() for probe in self.probes)])
+                          *(probe.line() for probe in self.probes), f"can do:  {self.powers}"])
 
 
 def _expectations(record: UserRecord) -> tuple[bool | None, bool | None, str]:
@@ -397,5 +458,5 @@ def check_user(name: str, *, users_dir: Path, controller: Runner) -> UserCheck:
         ]
     finally:
         controller.run(f"rm -f {remote}", check=False)
-    return UserCheck(name, probes)
+    return UserCheck(name, probes, record.powers())
 

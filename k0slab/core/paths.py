@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from k0slab.core.errors import K0slabError
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_DIR.parent  # a checkout's top level (in an installed wheel: site-packages)
 GUEST_FILES_DIR = PACKAGE_DIR / "vms" / "guest"
@@ -73,3 +75,26 @@ def labs_dir() -> Path:
 def vm_disks_dir() -> Path:
     """VM overlays, outside the private lab folders so that QEMU's user can open them."""
     return data_home() / "disks"
+
+
+def check_file(path: Path, flag: str) -> Path:
+    """A file a user asked k0slab to write: refused up front when it is a folder or sits under a file."""
+    if path.is_dir():
+        raise K0slabError(f"{flag} {str(path)!r} is a folder", "give a file path, e.g. out/report.xml")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise K0slabError(f"{flag} {str(path)!r}: {parent} is a file, not a folder", "give a path in a folder")
+            break
+    return path
+
+
+def check_folder(path: Path, flag: str) -> Path:
+    """A folder a user asked k0slab to write into: refused up front when it or a parent is a file."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise K0slabError(f"{flag} {str(path)!r}: {candidate} is a file, not a folder",
+                                  "give a folder path, e.g. out/logs")
+            break
+    return path

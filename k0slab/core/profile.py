@@ -5,6 +5,10 @@ run, and a partial k0s ClusterConfig to merge into the generated one.
 """
 from __future__ import annotations
 
+import ipaddress
+import math
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +22,22 @@ from k0slab.core.units import parse_size, validate_hostname
 
 Role = Literal["controller", "controller+worker", "worker"]
 CONTROLLER_ROLES = ("controller", "controller+worker")
+# A profile is a few hundred bytes; a cap keeps a huge or endless file from being read at all.
+MAX_PROFILE_BYTES = 64 << 10
+# One /24 per lab (see k0slab.vms.network), each node one address in it.
+MAX_NODES = 100
+# Longest timeout a profile may set: a day is far beyond any real boot or readiness wait.
+MAX_TIMEOUT_S = 86400.0
+# Every lab's nodes live here (k0slab.vms.network); a k0s pod or service CIDR inside it would
+# route the lab's own addresses into the cluster.
+LAB_SUPERNET = ipaddress.ip_network("10.213.0.0/16")
+# Kernel parameters k0slab itself sets on every VM (k0slab.vms.domain, lab.up): a profile may add
+# parameters, never replace these.
+RESERVED_KERNEL_ARGS = ("root", "rw", "console", "systemd.hostname", "quiet")
+RESERVED_KERNEL_ARG_PREFIXES = ("k0slab.", "systemd.mask")
+_PROFILE_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
+# Vagrant Cloud box names: ORG/NAME.
+_BOX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def _checked_size(value: str) -> str:
@@ -82,8 +102,10 @@ class NodeSpec(BaseModel):
 class Timeouts(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    boot: float | None = Field(None, gt=0, description="seconds for every VM to accept SSH (default: by VM count)")
-    ready: float = Field(900, gt=0, description="seconds for /readyz and every node Ready after k0s starts")
+    boot: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False,
+                               description="seconds for every VM to accept SSH (default: by VM count)")
+    ready: float = Field(900, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False,
+                         description="seconds for /readyz and every node Ready after k0s starts")
 
 
 class Profile(BaseModel):
@@ -102,10 +124,38 @@ class Profile(BaseModel):
     k0s: dict[str, Any] = Field(default_factory=dict)
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
+    @field_validator("name")
+    @classmethod
+    def _profile_name(cls, value: str) -> str:
+        if not _PROFILE_NAME_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not valid: use up to 40 lowercase letters, digits and '-'")
+        return value
+
+    @field_validator("box")
+    @classmethod
+    def _box(cls, value: str | None) -> str | None:
+        if value is not None and not _BOX_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Vagrant box name: use ORG/NAME, e.g. generic/debian12")
+        return value
+
+    @field_validator("kernel_args")
+    @classmethod
+    def _kernel_args(cls, value: str) -> str:
+        check_kernel_args(value)
+        return value
+
+    @field_validator("k0s")
+    @classmethod
+    def _k0s(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_k0s_partial(value)
+        return value
+
     @model_validator(mode="after")
     def _shape(self) -> Profile:
         if not self.nodes:
             raise ValueError("nodes: a lab needs at least one node")
+        if len(self.nodes) > MAX_NODES:
+            raise ValueError(f"nodes: {len(self.nodes)} nodes is more than the {MAX_NODES} a lab's subnet holds")
         names = [n.name for n in self.nodes]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -139,6 +189,84 @@ class Profile(BaseModel):
         return next(n for n in self.nodes if n.role in CONTROLLER_ROLES)
 
 
+def check_kernel_args(value: str) -> None:
+    """Extra kernel parameters: printable words, none replacing one k0slab sets itself."""
+    if not value.isprintable():
+        raise ValueError(f"{value!r} holds a control character: give space-separated parameters")
+    for word in value.split():
+        key = word.split("=", 1)[0]
+        if key in RESERVED_KERNEL_ARGS or key.startswith(RESERVED_KERNEL_ARG_PREFIXES):
+            raise ValueError(f"{word!r} would replace a parameter k0slab sets itself; remove it")
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every (path, value) pair of a nested k0s partial, maps and lists alike."""
+    yield path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            yield from _walk(item, f"{path}[{number}]")
+
+
+def check_k0s_partial(partial: dict[str, Any]) -> None:
+    """Refuse a k0s partial that would undo what k0slab must set (k0s-contract section 5): the API
+    address, CIDRs inside the lab subnet, and null sections that k0s would read as missing."""
+    for path, value in _walk(partial, "k0s"):
+        if value is None:
+            raise ValueError(f"{path} is null: give a mapping or a value, or leave the key out")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{path} is {value}: give a finite number")
+        if path.lower().endswith("cidr") and isinstance(value, str):
+            try:
+                network = ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{path} {value!r} is not a CIDR, e.g. 10.244.0.0/16") from None
+            if network.overlaps(LAB_SUPERNET):
+                raise ValueError(f"{path} {value} overlaps the lab subnets {LAB_SUPERNET}: choose another range")
+    spec = partial.get("spec", {})
+    if not isinstance(spec, dict):
+        raise ValueError("k0s.spec must be a mapping")
+    for section in ("api", "network"):
+        if not isinstance(spec.get(section, {}), dict):
+            raise ValueError(f"k0s.spec.{section} must be a mapping")
+    if "address" in spec.get("api", {}):
+        raise ValueError("k0s.spec.api.address is set by k0slab to the controller's lab IP: remove it")
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """YAML without aliases (a 300-byte alias bomb grows to gigabytes) and without duplicate keys
+    (which YAML would silently resolve to the last value)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.constructor.ConstructorError(None, None, "anchors (&name) are not allowed", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse user-written YAML with the limits of _LimitedLoader."""
+    loader = _LimitedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def available_profiles() -> list[str]:
     return yaml_names(PROFILES_DIR)
 
@@ -147,7 +275,7 @@ def _profile_path(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
         return candidate
-    named = find_yaml(PROFILES_DIR, name_or_path)
+    named = find_yaml(PROFILES_DIR, name_or_path) if _PROFILE_NAME_RE.fullmatch(name_or_path) else None
     if named is not None:
         return named
     raise K0slabError(
@@ -159,8 +287,19 @@ def _profile_path(name_or_path: str) -> Path:
 
 def load_profile(name_or_path: str) -> Profile:
     path = _profile_path(name_or_path)
+    if path.stat().st_size > MAX_PROFILE_BYTES:
+        raise K0slabError(f"profile {path} is {path.stat().st_size} bytes, more than {MAX_PROFILE_BYTES}",
+                          "a profile is a short YAML file; see profiles/default.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise K0slabError(f"profile {path} is not a readable UTF-8 text file ({exc})",
+                          "give a YAML profile, e.g. profiles/default.yaml") from None
+    if "\0" in text:
+        raise K0slabError(f"profile {path} is not a text file (it holds NUL bytes)",
+                          "give a YAML profile, e.g. profiles/default.yaml")
+    try:
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" near line {mark.line + 1}" if mark else ""
@@ -171,10 +310,14 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 def parse_profile(data: Any, source: str) -> Profile:
+    if not isinstance(data, dict):
+        raise K0slabError(f"profile {source} is not a mapping of fields", "see profiles/default.yaml for the schema")
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        # An unknown key is the likelier cause of a missing one (`nmae:`), so it is named first.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        error = errors[0]
         field = ".".join(str(p) for p in error["loc"]) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
@@ -192,8 +335,8 @@ def with_overrides(
     """Apply command-line flags: --nodes N keeps the profile's controller and fills with workers."""
     data = profile.model_dump()
     if nodes is not None:
-        if nodes < 1:
-            raise K0slabError(f"--nodes {nodes} is out of range", "a lab needs at least 1 node")
+        if not 1 <= nodes <= MAX_NODES:
+            raise K0slabError(f"--nodes {nodes} is out of range", f"a lab has from 1 to {MAX_NODES} nodes")
         kept = data["nodes"][:nodes]
         existing = {n["name"] for n in kept}
         number = 1

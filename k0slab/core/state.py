@@ -24,7 +24,7 @@ from k0slab.core.paths import data_home, labs_dir, vm_disks_dir
 
 STATE_VERSION = 1
 LOCK_WAIT_S = 30.0
-_LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
+_LAB_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?")
 
 
 class NodeState(BaseModel):
@@ -62,7 +62,7 @@ def subnet_prefix(index: int) -> str:
 
 
 def validate_lab_name(name: str) -> str:
-    if not _LAB_NAME_RE.match(name or ""):
+    if not _LAB_NAME_RE.fullmatch(name or ""):
         raise K0slabError(
             f"lab name {name!r} is not valid",
             "use 1-20 lowercase letters, digits and '-', starting and ending with a letter or digit",
@@ -209,4 +209,4 @@ def all_labs() -> list[LabDir]:
     root = labs_dir()
     if not root.is_dir():
         return []
-    return [LabDir(p.name) for p in sorted(root.iterdir()) if p.is_dir() and _LAB_NAME_RE.match(p.name)]
+    return [LabDir(p.name) for p in sorted(root.iterdir()) if p.is_dir() and _LAB_NAME_RE.fullmatch(p.name)]

@@ -5,9 +5,10 @@ import re
 
 from k0slab.core.errors import K0slabError
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
+# No surrounding whitespace: a value with a newline in it is a typo, not a size.
+_SIZE_RE = re.compile(r"(\d{1,15}(?:\.\d{1,6})?) ?([KMGT]?)(i?B?)?", re.IGNORECASE)
 _FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_HOSTNAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOSTNAME_RE = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def parse_size(value: str | int, what: str = "size") -> int:
@@ -16,7 +17,7 @@ def parse_size(value: str | int, what: str = "size") -> int:
         if value <= 0:
             raise K0slabError(f"{what} {value!r} must be positive", "use e.g. 2G or 512M")
         return value
-    match = _SIZE_RE.match(str(value))
+    match = _SIZE_RE.fullmatch(str(value))
     if not match:
         raise K0slabError(
             f"{what} {value!r} is not a size", "use a number with K, M, G or T, e.g. 2G or 512M"
@@ -43,7 +44,7 @@ def mib(size: int) -> int:
 
 def validate_hostname(name: str, what: str = "VM name") -> str:
     """Names become guest hostnames and libvirt names, so they follow RFC 1123 labels."""
-    if not _HOSTNAME_RE.match(name or ""):
+    if not _HOSTNAME_RE.fullmatch(name or ""):
         raise K0slabError(
             f"{what} {name!r} is not a valid hostname",
             "use lowercase letters, digits and '-', starting with a letter, at most 63 characters",
@@ -59,7 +60,20 @@ def validate_cpus(cpus: int) -> int:
 
 def parse_whole(value: str | int, flag: str) -> int:
     """A whole number typed on the command line; the option's owner checks its range."""
+    if isinstance(value, int):
+        return value
+    # int() would accept ' 2\n', '+2' and '1_000'; a typed count is plain digits.
+    if not re.fullmatch(r"-?[0-9]{1,9}", value):
+        raise K0slabError(f"{flag} {value!r} is not a whole number", "use digits only, e.g. 2")
+    return int(value)
+
+
+def parse_seconds(value: str | float, flag: str, maximum: float) -> float:
+    """A positive, finite number of seconds typed on the command line, at most `maximum`."""
     try:
-        return int(value)
+        seconds = float(value)
     except ValueError:
-        raise K0slabError(f"{flag} {value!r} is not a whole number", "use digits only, e.g. 2") from None
+        raise K0slabError(f"{flag} {value!r} is not a number of seconds", "use e.g. 180") from None
+    if not 0 < seconds <= maximum:
+        raise K0slabError(f"{flag} {value!r} is out of range", f"use a number of seconds from 1 to {maximum:.0f}")
+    return seconds

@@ -10,6 +10,7 @@ system's libvirtd, and k0slab uses that one as it is: no namespace, and host.dow
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -30,14 +31,29 @@ LIBVIRT_READY_TIMEOUT_S = 60.0
 KVM_DEVICE = Path("/dev/kvm")
 
 
+# The namespace name becomes a pidfile name under RUN_DIR and an `ip netns` argument: no '/' or '..'.
+_NETNS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,30}")
+
+
+def validate_netns(netns: str) -> str:
+    if not _NETNS_RE.fullmatch(netns or ""):
+        raise K0slabError(f"--netns {netns!r} is not a valid namespace name",
+                          "use up to 31 letters, digits, '-' and '_', e.g. k0slab")
+    return netns
+
+
 def _pidfile(daemon: str, netns: str) -> Path:
-    return RUN_DIR / f"{netns}-{daemon}.pid"
+    return RUN_DIR / f"{validate_netns(netns)}-{daemon}.pid"
 
 
 def _running(pidfile: Path) -> int | None:
+    """The pid in a daemon's pidfile, if that process is alive and is that daemon (a stale pidfile
+    may name a pid the kernel has since given to another program, which must never be signalled)."""
+    daemon = pidfile.stem.rsplit("-", 1)[-1]
     try:
         pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
+        if Path(f"/proc/{pid}/comm").read_text().strip() != daemon:
+            return None
         return pid
     except (FileNotFoundError, ValueError, ProcessLookupError):
         return None
@@ -84,6 +100,7 @@ def find_libvirt(answers: Callable[[], bool] = libvirt_answers) -> LibvirtFound:
 def host_up(netns: str = DEFAULT_NETNS, progress: Callable[[str], None] = print) -> str:
     """Create the namespace and start virtlogd + libvirtd in it (idempotent); returns a summary.
     A libvirtd that already answers is used as it is: k0slab's own in another namespace, or the system's."""
+    validate_netns(netns)
     found = find_libvirt()
     if found.kind == "system" or (found.kind == "private" and found.netns != netns):
         return f"{found.describe()}; nothing to start"
@@ -128,19 +145,17 @@ def host_up(netns: str = DEFAULT_NETNS, progress: Callable[[str], None] = print)
 
 
 def _stop_guests_and_networks() -> list[str]:
-    """Stop the private libvirtd's VMs and networks: QEMU and dnsmasq processes outlive libvirtd
-    (and keep the deleted namespace alive) if they are left running."""
-    import libvirt
+    """Stop k0slab's VMs and networks on the private libvirtd: QEMU and dnsmasq processes outlive
+    libvirtd (and keep the deleted namespace alive) if they are left running. Only what carries
+    k0slab's metadata is touched, never another tool's domains on the same libvirt."""
+    from k0slab.vms.libvirt_backend import LibvirtBackend
 
-    conn = libvirt.open(os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system"))
-    try:
-        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-        networks = conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)
-        for item in [*domains, *networks]:
-            item.destroy()
-        return [f"VM {d.name()}" for d in domains] + [f"network {n.name()}" for n in networks]
-    finally:
-        conn.close()
+    backend = LibvirtBackend()
+    stopped = []
+    for resource in backend.owned_resources():
+        if backend.stop_resource(resource):
+            stopped.append(f"{'VM' if resource.kind == 'domain' else 'network'} {resource.name}")
+    return stopped
 
 
 def _kvm_is_broken(progress: Callable[[str], None]) -> tuple[bool, str]:
@@ -169,6 +184,7 @@ def _probe_kernel() -> Path | None:
 def host_down(netns: str = DEFAULT_NETNS) -> str:
     """Stop the daemons this module started (by their pidfiles) and delete the namespace.
     A libvirtd without k0slab's pidfile (the system's, under systemd) is never touched."""
+    validate_netns(netns)
     stopped = []
     if _running(_pidfile("libvirtd", netns)) is not None:
         stopped += _stop_guests_and_networks()

@@ -10,9 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import ipaddress
 import os
+import re
 import shutil
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +33,15 @@ from k0slab.core.units import format_size, parse_size
 BUILDER_VERSION = "3"
 Progress = Callable[[str], None]
 DEFAULT_RECIPE = "debian-12"
+# Image and recipe names become cache folder names: no '/', no '..', nothing a path could escape with.
+_IMAGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,39}")
+
+
+def validate_image_name(name: str, what: str = "image") -> str:
+    if not _IMAGE_NAME_RE.fullmatch(name or "") or ".." in name:
+        raise K0slabError(f"{what} name {name!r} is not valid",
+                          "use up to 40 lowercase letters, digits, '.' and '-', starting with a letter or digit")
+    return name
 
 
 class ImageRecipe(BaseModel):
@@ -103,7 +115,7 @@ def available_recipes() -> list[str]:
 
 
 def load_recipe(name: str) -> ImageRecipe:
-    path = find_yaml(IMAGES_DIR, name)
+    path = find_yaml(IMAGES_DIR, name) if _IMAGE_NAME_RE.fullmatch(name or "") else None
     if path is None:
         raise K0slabError(
             f"unknown image {name!r}",
@@ -125,8 +137,11 @@ def _read_image(path: Path) -> Image | None:
     meta = path / "image.json"
     if not meta.is_file():
         return None
-    data = json.loads(meta.read_text())
-    return Image(path=path, **data)
+    try:
+        return Image.model_validate({**json.loads(meta.read_text()), "path": path})
+    except (ValueError, TypeError) as exc:  # json's and pydantic's errors are both ValueErrors
+        raise K0slabError(f"image metadata {meta} is corrupt ({str(exc).splitlines()[0]})",
+                          f"remove the folder {path} and build or pull the image again") from None
 
 
 def find_image(name: str, arch: str) -> Image | None:
@@ -367,14 +382,50 @@ def _customise(recipe: ImageRecipe, root: Path, log: Path) -> None:
         lists.unlink()
 
 
-def pull(url: str, checksums_url: str, name: str, arch: str, progress: Progress = print) -> Image:
+def check_download_url(url: str, flag: str, allow_file: bool = False) -> str:
+    """https anywhere; plain http only to loopback (test servers); file:// only when asked for."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file" and allow_file and parts.path:
+        return url
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname:
+        try:
+            loopback = parts.hostname == "localhost" or ipaddress.ip_address(parts.hostname).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            return url
+    raise K0slabError(f"{flag} {url!r} is not an https URL",
+                      "give https://HOST/PATH (http only to localhost; file:// needs --allow-file)")
+
+
+def check_qcow2(path: Path, source: str) -> None:
+    """A pulled image must be a self-contained qcow2: a backing file would make QEMU read another file."""
+    try:
+        info = json.loads(run(["qemu-img", "info", "--output=json", path], what=f"qemu-img info of {source}"))
+    except K0slabError:
+        raise K0slabError(f"{source} is not a disk image qemu-img can read", "give the URL of a qcow2 image") \
+            from None
+    if info.get("format") != "qcow2":
+        raise K0slabError(f"{source} is {info.get('format')!r}, not qcow2", "give the URL of a qcow2 image")
+    if info.get("backing-filename") or info.get("full-backing-filename"):
+        raise K0slabError(f"{source} has a backing file {info.get('backing-filename')!r}",
+                          "give a self-contained qcow2 image (qemu-img convert -O qcow2 flattens one)")
+
+
+def pull(url: str, checksums_url: str, name: str, arch: str, progress: Progress = print,
+         allow_file: bool = False) -> Image:
     """Download a cloud image and verify it against the published SHA256/SHA512 sums file."""
+    validate_image_name(name)
     archmod.arch_settings(arch)
+    check_download_url(url, "--url", allow_file)
+    check_download_url(checksums_url, "--checksums", allow_file)
     file_name = url.rstrip("/").rsplit("/", 1)[-1]
     try:
         with urllib.request.urlopen(checksums_url, timeout=60) as response:
             sums_text = response.read().decode()
-    except OSError as exc:
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise K0slabError(f"cannot download checksums {checksums_url}: {exc}", "check the URL and network") from None
     expected = checksum_for(sums_text, file_name)
     if expected is None:
@@ -388,15 +439,19 @@ def pull(url: str, checksums_url: str, name: str, arch: str, progress: Progress 
     try:
         digest = hashlib.new(algorithm)
         progress(f"downloading {url}")
-        with urllib.request.urlopen(url, timeout=60) as response, open(work / "base.qcow2", "wb") as out:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(work / "base.qcow2", "wb") as out:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (OSError, ValueError) as exc:
+            raise K0slabError(f"cannot download {url}: {exc}", "check the URL and network") from None
         if digest.hexdigest() != expected:
             raise K0slabError(
                 f"checksum mismatch for {file_name}: got {algorithm} {digest.hexdigest()}, expected {expected}",
                 "the download was removed; retry, or check the mirror",
             )
+        check_qcow2(work / "base.qcow2", url)
         image = Image(
             name=name, arch=arch, source=url, key=expected[:16], path=target_dir,
             built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

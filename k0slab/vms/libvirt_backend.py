@@ -17,6 +17,7 @@ from k0slab.core.proc import run
 from k0slab.core.state import LabDir, LabState, NodeState
 
 DEFAULT_URI = "qemu:///system"
+K0SLAB_PREFIX = "k0slab-"  # of every domain (domain.domain_name) and network (network.network_name)
 SHUTDOWN_GRACE_S = 30.0
 _STATES = {
     libvirt.VIR_DOMAIN_RUNNING: "Running",
@@ -192,15 +193,29 @@ class LibvirtBackend:
     # --- prune -----------------------------------------------------------------------------
     def owned_resources(self) -> list[OwnedResource]:
         owned = []
+        # Both marks k0slab gives what it creates: its metadata element and its name prefix.
         for domain in self.conn.listAllDomains(0):
             lab = _k0slab_lab(domain.XMLDesc(0), "vm")
-            if lab is not None:
+            if lab is not None and domain.name().startswith(K0SLAB_PREFIX):
                 owned.append(OwnedResource("domain", domain.name(), lab))
         for network in self.conn.listAllNetworks(0):
             lab = _k0slab_lab(network.XMLDesc(0), "lab")
-            if lab is not None:
+            if lab is not None and network.name().startswith(K0SLAB_PREFIX):
                 owned.append(OwnedResource("network", network.name(), lab))
         return owned
+
+    def stop_resource(self, resource: OwnedResource) -> bool:
+        """Destroy (stop) a running k0slab domain or network, keeping its definition; True if it ran."""
+        try:
+            item = (self.conn.lookupByName(resource.name) if resource.kind == "domain"
+                    else self.conn.networkLookupByName(resource.name))
+            if item.isActive():
+                item.destroy()
+                return True
+        except libvirt.libvirtError as exc:
+            if not _not_found(exc):
+                raise
+        return False
 
     def remove_resource(self, resource: OwnedResource) -> None:
         try:

@@ -49,6 +49,14 @@ class VMRequest:
     role: str = "none"
 
 
+def host_memory_total() -> int:
+    """The host's RAM: no single VM can have more (what is free right now is lab.up's check)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise K0slabError("/proc/meminfo has no MemTotal line", "k0slab needs Linux's /proc")
+
+
 def get_backend(name: str = "libvirt") -> VMBackend:
     if name == "libvirt":
         return LibvirtBackend()
@@ -126,6 +134,9 @@ def plan_node(state: LabState, request: VMRequest) -> NodeState:
     memory = parse_size(request.memory, "--memory")
     if memory < 256 << 20:
         raise K0slabError(f"--memory {request.memory!r} is too small", "give a VM at least 256M (k0s wants 1G)")
+    if memory > host_memory_total():
+        raise K0slabError(f"--memory {request.memory!r} is more than the host's {format_size(host_memory_total())}",
+                          "use a smaller --memory, e.g. 2G")
     disk = parse_size(request.disk, "--disk")
     base = imagemod.find_image(request.image, request.arch)
     # An image not built yet will be as large as its recipe says: refuse now, not after building it.
@@ -340,7 +351,7 @@ def transfer(lab_name: str, source: str, target: str) -> str:
 
 
 def _split_location(location: str) -> tuple[str | None, str]:
-    match = re.match(r"^([a-z][a-z0-9-]*):(.+)$", location)
+    match = re.fullmatch(r"([a-z][a-z0-9-]*):(.+)", location, re.DOTALL)
     return (match.group(1), match.group(2)) if match else (None, location)
 
 

@@ -144,7 +144,7 @@ CASES = [
     # Without a cached image the recipe's size decides, before anything is built.
     Case("vm.launch-disk-below-recipe", ["vm.launch", "node1", "--disk", "1G"], "'1G'", "--disk 3G or more"),
     # --- lab.up: command line ---
-    Case("lab.up-nodes-zero", ["lab.up", "--nodes", "0"], "--nodes 0", "at least 1 node"),
+    Case("lab.up-nodes-zero", ["lab.up", "--nodes", "0"], "--nodes 0", "from 1 to 100 nodes"),
     Case("lab.up-nodes-not-a-number", ["lab.up", "--nodes", "three"], "'three'", "whole number"),
     Case("lab.up-profile-unknown", ["lab.up", "--profile", "nope"], "'nope'", "one of: "),
     Case("lab.up-memory-unit", ["lab.up", "--memory", "2X"], "'2X'", "e.g. 2G or 512M"),
@@ -191,7 +191,7 @@ CASES = [
     Case("lab.user-no-action", ["lab.user", "demo"], "'demo'", "--group G"),
     Case("lab.user-empty-group", ["lab.user", "demo", "--group", ""], "group ''", "give each group separately",
          (up_lab,)),
-    Case("lab.user-days-zero", ["lab.user", "demo", "--group", "dev", "--days", "0"], "--days 0", "at least 1",
+    Case("lab.user-days-zero", ["lab.user", "demo", "--group", "dev", "--days", "0"], "--days 0", "from 1 to 36500",
          (up_lab,)),
     Case("lab.user-days-not-a-number", ["lab.user", "demo", "--group", "dev", "--days", "ten"], "'ten'",
          "whole number"),

@@ -358,9 +358,38 @@ def test_check_with_cluster_admin_allows_nodes(ca, users_dir):
 
 
 def test_check_superuser_group(ca, users_dir):
-    create(ca, users_dir, name="root-ish", groups=["system:masters"])
+    record = create(ca, users_dir, name="root-ish", groups=["system:masters"], superuser=True)
     check = users.check_user("root-ish", users_dir=users_dir, controller=FakeController())
     assert check.ok and all(p.outcome == "allowed" for p in check.probes)
+    # Summary and check both say plainly that this certificate is a superuser.
+    assert "SUPERUSER" in record.summary() and "SUPERUSER" in str(check)
+
+
+@pytest.mark.parametrize("group", ["system:masters", "system:nodes", "dev\nsystem:masters", "x" * 65, "a\tb"])
+def test_system_control_and_long_groups_are_refused(ca, users_dir, group):
+    with pytest.raises(K0slabError) as refused:
+        create(ca, users_dir, groups=[group])
+    assert "--superuser" in refused.value.hint or "group" in refused.value.message
+    assert not users_dir.exists() or not any(users_dir.iterdir())
+
+
+def test_output_is_never_a_folder_or_someone_elses_file(ca, users_dir, tmp_path):
+    with pytest.raises(K0slabError, match="is a folder"):
+        create(ca, users_dir, output=tmp_path)
+    theirs = tmp_path / "config"
+    theirs.write_text("the user's own kubeconfig\n")
+    with pytest.raises(K0slabError, match="already exists"):
+        create(ca, users_dir, output=theirs)
+    assert theirs.read_text() == "the user's own kubeconfig\n"
+    record = create(ca, users_dir, output=theirs, force=True)
+    assert record.kubeconfig == theirs.resolve()
+
+
+def test_revoke_keeps_a_kubeconfig_changed_since_k0slab_wrote_it(ca, users_dir, tmp_path):
+    record = create(ca, users_dir, output=tmp_path / "demo.kubeconfig")
+    record.kubeconfig.write_text(record.kubeconfig.read_text() + "# the user's own edit\n")
+    _, deleted = users.revoke_user("demo", users_dir=users_dir, controller=None)
+    assert not deleted and record.kubeconfig.exists() and users.list_users(users_dir) == []
 
 
 def test_check_role_in_namespace_probes_that_namespace(ca, users_dir):
@@ -412,8 +441,8 @@ def test_revoke_deletes_bindings_and_files(ca, users_dir):
     controller = FakeController()
     record = create(ca, users_dir, controller=controller, clusterrole="edit", namespace="dev")
     assert controller.bindings
-    revoked = users.revoke_user("demo", users_dir=users_dir, controller=controller)
-    assert revoked == record
+    revoked, deleted = users.revoke_user("demo", users_dir=users_dir, controller=controller)
+    assert revoked == record and deleted
     assert controller.commands[-1] == ("KUBECONFIG=/var/lib/k0s/pki/admin.conf /usr/local/bin/k0s kubectl delete "
                                        "rolebinding k0slab-user-demo -n dev --ignore-not-found")
     assert controller.bindings == {}

@@ -36,7 +36,7 @@ DEFAULT_STABLE_URL = "https://docs.k0sproject.io/stable.txt"
 RELEASES_PAGE = "https://github.com/k0sproject/k0s/releases"
 
 # Release tags, pre-releases included: v1.31.1+k0s.0, v1.30.0-rc.1+k0s.0.
-_TAG_RE = re.compile(r"^v\d+\.\d+\.\d+(-(alpha|beta|rc)\.\d+)?\+k0s\.\d+$")
+_TAG_RE = re.compile(r"v\d+\.\d+\.\d+(-(alpha|beta|rc)\.\d+)?\+k0s\.\d+")
 _TAG_SHAPE = f"v<major>.<minor>.<patch>+k0s.<n>, e.g. {DEFAULT_K0S_VERSION}"
 
 # urllib's timeout bounds each connect and each read, not the whole download of a ~250 MB binary.
@@ -69,9 +69,9 @@ def resolve_version(version: str | None) -> str:
     version = version.strip()
     if version == "stable":
         return _stable_version()
-    if not _TAG_RE.match(version):
+    if not _TAG_RE.fullmatch(version):
         hint = f"use a k0s release tag like {_TAG_SHAPE}, or `stable`"
-        if _TAG_RE.match(f"v{version}"):
+        if _TAG_RE.fullmatch(f"v{version}"):
             hint = f"did you mean v{version}?"
         raise K0slabError(f"k0s version {version!r} is not a k0s release tag", hint)
     return version
@@ -169,7 +169,7 @@ def _stable_version() -> str:
     except _Transient as exc:
         raise K0slabError(f"cannot look up the stable k0s version: {exc}", hint) from None
     tag = text.strip()
-    if not _TAG_RE.match(tag):
+    if not _TAG_RE.fullmatch(tag):
         raise K0slabError(f"{url} does not hold a k0s release tag: {tag[:40]!r}", hint)
     return tag
 

@@ -29,8 +29,8 @@ ROLES = ("worker", "controller")
 # The kubeconfig user name is how k0s tells a worker token from a controller token.
 _TOKEN_USERS = {"worker": "kubelet-bootstrap", "controller": "controller-bootstrap"}
 _ALPHABET = string.ascii_lowercase + string.digits
-_ID_RE = re.compile(r"^[a-z0-9]{6}$")
-_SECRET_RE = re.compile(r"^[a-z0-9]{16}$")
+_ID_RE = re.compile(r"[a-z0-9]{6}")
+_SECRET_RE = re.compile(r"[a-z0-9]{16}")
 
 
 def secret_name(token_id: str) -> str:
@@ -43,14 +43,14 @@ def secret_manifest_path(token_id: str) -> str:
 
 
 def _checked_id(token_id: str) -> str:
-    if not _ID_RE.match(token_id or ""):
+    if not _ID_RE.fullmatch(token_id or ""):
         raise K0slabError(f"bootstrap token id {token_id!r} is malformed", "it must be 6 of [a-z0-9]")
     return token_id
 
 
 def _checked_pair(token_id: str, token_secret: str) -> None:
     _checked_id(token_id)
-    if not _SECRET_RE.match(token_secret or ""):
+    if not _SECRET_RE.fullmatch(token_secret or ""):
         # The secret itself is never echoed: it is a credential.
         raise K0slabError(f"bootstrap token secret for {token_id} is malformed", "it must be 16 of [a-z0-9]")
 
