@@ -68,7 +68,7 @@ def vm_shell(c, name, lab="default"):
 
     lab_dir, state = vmmod.load(lab)
     node = vmmod.find_node(state, name)
-    argv = interactive_argv(node.ip, lab_dir.ssh_key, remainder_argv())
+    argv = interactive_argv(node.ip, lab_dir.ssh_key, lab_dir.known_hosts, remainder_argv())
     os.execvp(argv[0], argv)
 
 

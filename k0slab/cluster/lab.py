@@ -242,7 +242,7 @@ class Lab:
         return written
 
     def ssh(self, node: NodeState) -> SSHNode:
-        return SSHNode(node.name, node.ip, self.dir.ssh_key)
+        return SSHNode(node.name, node.ip, self.dir.ssh_key, self.dir.known_hosts)
 
     def _require_up(self) -> tuple[LabState, NodeState]:
         state = self.dir.load()
@@ -434,7 +434,8 @@ class Lab:
         if not disk.exists() or disk.read_bytes() != padded:
             tmp = disk.with_suffix(".tmp")
             tmp.write_bytes(padded)
-            tmp.chmod(0o644)
+            # Root only like the overlays: libvirt chowns it to the QEMU user while a domain uses it.
+            tmp.chmod(0o600)
             tmp.replace(disk)
         return disk
 

@@ -225,6 +225,9 @@ def check_k0s_partial(partial: dict[str, Any]) -> None:
                 raise ValueError(f"{path} {value!r} is not a CIDR, e.g. 10.244.0.0/16") from None
             if network.overlaps(LAB_SUPERNET):
                 raise ValueError(f"{path} {value} overlaps the lab subnets {LAB_SUPERNET}: choose another range")
+    for key, expected in (("apiVersion", "k0s.k0sproject.io/v1beta1"), ("kind", "ClusterConfig")):
+        if key in partial and partial[key] != expected:
+            raise ValueError(f"k0s.{key} is {partial[key]!r}: use {expected!r}, or leave it out")
     spec = partial.get("spec", {})
     if not isinstance(spec, dict):
         raise ValueError("k0s.spec must be a mapping")

@@ -88,6 +88,12 @@ def write_private(path: Path, data: bytes | str, mode: int = 0o600) -> None:
         raise
 
 
+def private_folder(path: Path, mode: int) -> None:
+    """Create path (and parents) and give it mode: k0slab's own folders are never world-readable."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(mode)
+
+
 class LabDir:
     """The files of one lab. The folder is 0700 because it holds keys, the CA and kubeconfigs."""
 
@@ -107,6 +113,11 @@ class LabDir:
     @property
     def kubeconfig(self) -> Path:
         return self.path / "kubeconfig"
+
+    @property
+    def known_hosts(self) -> Path:
+        """The nodes' pinned SSH host keys (k0slab.vms.ssh), read by paramiko and OpenSSH alike."""
+        return self.path / "known_hosts"
 
     @property
     def pki_dir(self) -> Path:
@@ -135,12 +146,15 @@ class LabDir:
         return self.state_file.is_file()
 
     def create(self) -> None:
+        private_folder(data_home(), 0o711)
+        private_folder(labs_dir(), 0o700)
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path.chmod(0o700)
         self.logs_dir.mkdir(exist_ok=True)
-        self.disks_dir.mkdir(parents=True, exist_ok=True)
-        # QEMU's user must reach the overlays; listing the folder is not needed.
-        self.disks_dir.chmod(0o711)
+        # QEMU's user must reach the overlays (each 0600, chowned to it by libvirt while the VM
+        # runs); listing the folders is not needed, so nobody else learns even the file names.
+        private_folder(vm_disks_dir(), 0o711)
+        private_folder(self.disks_dir, 0o711)
 
     @property
     def lock_file(self) -> Path:
@@ -177,7 +191,9 @@ class LabDir:
     def locked(self, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
         """Hold the lab's lock: two commands on one lab would race on libvirt and the state file.
         Short operations (a vm.launch creating its domain) queue briefly; a long holder is named."""
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        # Lab names are no secret (QEMU's command line shows them), but nobody else needs the list.
+        private_folder(data_home(), 0o711)
+        private_folder(self.lock_file.parent, 0o700)
         with open(self.lock_file, "a+") as handle:
             deadline = time.monotonic() + wait_s
             while True:

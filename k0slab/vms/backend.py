@@ -24,6 +24,10 @@ class BootSpec:
     extra_disks: tuple[str, ...] = ()
 
 
+class NoAgentChannel(Exception):
+    """The backend cannot read files from a guest: host keys are pinned on first SSH contact instead."""
+
+
 @dataclass(frozen=True)
 class OwnedResource:
     kind: str  # "domain" | "network" | "disk"
@@ -51,6 +55,10 @@ class VMBackend(Protocol):
 
     def vm_state(self, state: LabState, node: NodeState) -> str:
         """Running, Stopped, Crashed, Paused or Absent."""
+
+    def guest_host_key(self, state: LabState, node: NodeState) -> str | None:
+        """The node's SSH host public key line read through a channel other than SSH itself (the guest
+        agent), None while the guest cannot tell yet. Raises NoAgentChannel where there is none."""
 
     def owned_resources(self) -> list[OwnedResource]:
         """Everything this backend holds that k0slab created (for lab.prune)."""

@@ -1,6 +1,8 @@
 """The libvirt/QEMU backend: an isolated network per lab, a qcow2 overlay and a domain per VM."""
 from __future__ import annotations
 
+import base64
+import json
 import os
 import threading
 import time
@@ -8,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
+import libvirt_qemu
 
 from k0slab.vms.backend import BootSpec, OwnedResource
 from k0slab.vms.domain import K0SLAB_XMLNS, DomainSpec, domain_name, domain_xml
@@ -17,6 +20,9 @@ from k0slab.core.proc import run
 from k0slab.core.state import LabDir, LabState, NodeState
 
 DEFAULT_URI = "qemu:///system"
+GUEST_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
+AGENT_TIMEOUT_S = 5
+HOST_KEY_MAX_BYTES = 4096
 K0SLAB_PREFIX = "k0slab-"  # of every domain (domain.domain_name) and network (network.network_name)
 SHUTDOWN_GRACE_S = 30.0
 _STATES = {
@@ -135,6 +141,10 @@ class LibvirtBackend:
                  disk, str(node.disk_bytes)],
                 what=f"creating the disk of {node.name}",
             )
+            # The overlay will hold the node's secrets (a controller's CA key, admin.conf, etcd): root
+            # only. libvirt's DAC driver (dynamic_ownership, on by default) chowns it to the QEMU user
+            # while the domain runs and gives it back afterwards, so QEMU needs no wider mode.
+            disk.chmod(0o600)
         spec = DomainSpec(
             lab=state.name, name=node.name, arch=node.arch, accel=boot.accel, cpus=node.cpus,
             memory_mib=node.memory_mib, disk=disk, base_disk=Path(boot.base_disk),
@@ -183,6 +193,31 @@ class LibvirtBackend:
             domain.undefine()
         self._remove_reservation(state, node)
         lab.disk(node.name).unlink(missing_ok=True)
+
+    def guest_host_key(self, state: LabState, node: NodeState) -> str | None:
+        """Read the guest's public host key with the QEMU guest agent (guest-file-open/read/close):
+        the key arrives over the VM's own virtio channel, so no network peer can substitute it."""
+        domain = self._require_domain(state, node)
+
+        def agent(command: str, **arguments: object) -> object:
+            reply = libvirt_qemu.qemuAgentCommand(
+                domain, json.dumps({"execute": command, "arguments": arguments}), AGENT_TIMEOUT_S, 0)
+            return json.loads(reply)["return"]
+
+        try:
+            handle = agent("guest-file-open", path=GUEST_HOST_KEY, mode="r")
+        except libvirt.libvirtError:
+            return None  # the agent is not up yet, or sshd has not made the key yet
+        try:
+            read = agent("guest-file-read", handle=handle, count=HOST_KEY_MAX_BYTES)
+            return base64.b64decode(read["buf-b64"]).decode(errors="replace").strip() or None
+        except libvirt.libvirtError:
+            return None
+        finally:
+            try:
+                agent("guest-file-close", handle=handle)
+            except libvirt.libvirtError:
+                pass  # the handle dies with the agent
 
     def vm_state(self, state: LabState, node: NodeState) -> str:
         domain = self._domain(state, node)

@@ -1,4 +1,9 @@
-"""SSH to lab VMs with fabric: per-lab ed25519 keys, command runs and file transfer.
+"""SSH to lab VMs with fabric: per-lab ed25519 keys, pinned host keys, command runs and file transfer.
+
+Each node's host key is pinned in the lab's known_hosts before k0slab sends it anything: read from
+the guest over the QEMU guest agent before the first SSH (libvirt), or, where a backend has no
+agent channel (Vagrant), recorded on first contact. A key that differs from the pin is refused, and
+vm.shell / lab.ssh (OpenSSH) read the same file with StrictHostKeyChecking=yes.
 
 When k0slab itself runs outside the network namespace that holds the lab bridges (set
 K0SLAB_NETNS), connections go through `ip netns exec NS nc` so that no packet to a lab
@@ -6,8 +11,10 @@ address ever leaves from the host's main namespace.
 """
 from __future__ import annotations
 
+import base64
 import os
 import shlex
+import threading
 from pathlib import Path
 
 import paramiko
@@ -15,11 +22,73 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fabric import Config, Connection
 
+from k0slab.core.errors import K0slabError
 from k0slab.vms.remote import CommandResult, RemoteCommandError
 from k0slab.core.state import write_private
 from k0slab.core.waits import NotYet
 
 CONNECT_TIMEOUT_S = 10
+HOST_KEY_TYPE = "ssh-ed25519"  # the only host key k0slab's image makes (image._customise)
+# Nodes of one lab come up in parallel threads; each rewrites the lab's known_hosts once.
+_PIN_LOCK = threading.Lock()
+
+
+def pinned_key(known_hosts: Path, host: str) -> str | None:
+    """The base64 host key pinned for host, or None."""
+    if not known_hosts.is_file():
+        return None
+    for line in known_hosts.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == host and fields[1] == HOST_KEY_TYPE:
+            return fields[2]
+    return None
+
+
+def pin_host_key(known_hosts: Path, host: str, public_key_line: str) -> None:
+    """Record `ssh-ed25519 AAAA... [comment]` as host's key (replacing no other pin: forget it first)."""
+    fields = public_key_line.split()
+    if len(fields) < 2 or fields[0] != HOST_KEY_TYPE:
+        raise K0slabError(f"host key {public_key_line[:40]!r} of {host} is not an {HOST_KEY_TYPE} key",
+                          "the node image makes an ed25519 host key at first boot; rebuild the image")
+    try:
+        paramiko.Ed25519Key(data=base64.b64decode(fields[1], validate=True))
+    except (ValueError, paramiko.SSHException) as exc:
+        raise K0slabError(f"host key of {host} is malformed ({exc})", "recreate the VM") from None
+    with _PIN_LOCK:
+        existing = pinned_key(known_hosts, host)
+        if existing == fields[1]:
+            return
+        if existing is not None:
+            raise K0slabError(f"{host} already has another pinned host key", "forget it first")
+        text = known_hosts.read_text() if known_hosts.is_file() else ""
+        write_private(known_hosts, text + f"{host} {HOST_KEY_TYPE} {fields[1]}\n")
+
+
+def forget_host_key(known_hosts: Path, host: str) -> None:
+    """Drop host's pin: k0slab does this when it deletes the VM, so a new VM on the address can be pinned."""
+    with _PIN_LOCK:
+        if not known_hosts.is_file():
+            return
+        kept = [line for line in known_hosts.read_text().splitlines() if line.split()[:1] != [host]]
+        write_private(known_hosts, "".join(f"{line}\n" for line in kept))
+
+
+class NodeUnreachable(K0slabError):
+    """SSH to a node failed at the connection level (down, booting, wrong namespace)."""
+
+
+class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
+    """For a node without a pin: record the key it shows (trust on first use) when allowed, else refuse."""
+
+    def __init__(self, node: str, known_hosts: Path, allowed: bool) -> None:
+        self.node, self.known_hosts, self.allowed = node, known_hosts, allowed
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if not self.allowed:
+            raise K0slabError(f"{self.node} ({hostname}) has no pinned host key in {self.known_hosts}",
+                              f"k0slab pins it from the guest agent at boot; recreate the VM: "
+                              f"invoke vm.delete {self.node}, then launch it again")
+        pin_host_key(self.known_hosts, hostname, f"{key.get_name()} {key.get_base64()}")
 
 
 def generate_keypair(private_path: Path) -> str:
@@ -51,10 +120,13 @@ def netns_proxy_command(host: str, port: int = 22) -> str | None:
 class SSHNode:
     """A Runner for one VM over SSH as root (see k0slab.remote.Runner)."""
 
-    def __init__(self, name: str, host: str, key_path: Path) -> None:
+    def __init__(self, name: str, host: str, key_path: Path, known_hosts: Path,
+                 pin_on_first_contact: bool = False) -> None:
         self.name = name
         self.host = host
         self.key_path = key_path
+        self.known_hosts = known_hosts
+        self.pin_on_first_contact = pin_on_first_contact
         self._connection: Connection | None = None
 
     def _connect(self) -> Connection:
@@ -75,10 +147,25 @@ class SSHNode:
                     "auth_timeout": CONNECT_TIMEOUT_S,
                 },
             )
-            # Lab VMs make a fresh host key at first boot and live on a private bridge; there is no
-            # earlier key to compare with, so trust on first use is the only meaningful policy.
-            connection.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-            connection.open()
+            if self.known_hosts.is_file():
+                connection.client.get_host_keys().load(str(self.known_hosts))
+            connection.client.set_missing_host_key_policy(
+                _PinOnFirstContact(self.name, self.known_hosts, self.pin_on_first_contact))
+            try:
+                connection.open()
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                if not isinstance(exc, paramiko.BadHostKeyException):
+                    raise NodeUnreachable(
+                        f"cannot reach {self.name} at {self.host} over SSH ({str(exc).strip() or type(exc).__name__})",
+                        f"check that it runs (invoke vm.list) and that K0SLAB_NETNS names the namespace of its "
+                        f"network; start it with: invoke vm.start {self.name}",
+                    ) from None
+                raise K0slabError(
+                    f"host key of {self.name} ({self.host}) is not the one pinned when the VM was created "
+                    f"({exc.key.get_base64()[:16]}... instead of {exc.expected_key.get_base64()[:16]}...)",
+                    f"something else answers on {self.host} (check K0SLAB_NETNS); if the VM was rebuilt "
+                    f"outside k0slab, run: ssh-keygen -f {self.known_hosts} -R {self.host}",
+                ) from None
             self._connection = connection
         return self._connection
 
@@ -86,9 +173,10 @@ class SSHNode:
         """Raise NotYet unless a root login works and runs a command (the real readiness signal)."""
         try:
             result = self.run("true", check=False, timeout=CONNECT_TIMEOUT_S)
-        except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
+        except (TimeoutError, OSError, EOFError, paramiko.SSHException, NodeUnreachable) as exc:
             self.close()
-            raise NotYet(f"ssh root@{self.host}: {exc or type(exc).__name__}") from None
+            reason = exc.message if isinstance(exc, NodeUnreachable) else (str(exc) or type(exc).__name__)
+            raise NotYet(f"ssh root@{self.host}: {reason}") from None
         if not result.ok:
             raise NotYet(f"ssh root@{self.host}: `true` exited {result.exit_code}")
 
@@ -144,11 +232,13 @@ def _read_all(stream) -> str:
     return stream.read().decode(errors="replace")
 
 
-def interactive_argv(host: str, key_path: Path, command: list[str]) -> list[str]:
-    """An OpenSSH command line for an interactive shell (a real TTY is what users want there)."""
+def interactive_argv(host: str, key_path: Path, known_hosts: Path, command: list[str]) -> list[str]:
+    """An OpenSSH command line for an interactive shell (a real TTY is what users want there), checking
+    the host key against the lab's pins."""
     argv = [
-        "ssh", "-i", str(key_path), "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+        "ssh", "-i", str(key_path), "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR",
     ]
     proxy = netns_proxy_command("%h", 22)
     if proxy:

@@ -32,7 +32,7 @@ import vagrant
 from k0slab.vms import image as imagemod
 from k0slab.vms import vagrant_box
 from k0slab.vms.arch import arch_settings
-from k0slab.vms.backend import BootSpec, OwnedResource
+from k0slab.vms.backend import BootSpec, NoAgentChannel, OwnedResource
 from k0slab.vms.domain import DomainSpec, domain_name
 from k0slab.core.errors import K0slabError
 from k0slab.vms.libvirt_backend import LibvirtBackend
@@ -386,6 +386,10 @@ class VagrantBackend:
         return map_state(statuses[0].state if statuses else None)
 
     # --- prune -------------------------------------------------------------------------------
+    def guest_host_key(self, state: LabState, node: NodeState) -> str | None:
+        # Public boxes need not run a guest agent, and vagrant-libvirt adds no channel for one.
+        raise NoAgentChannel(node.name)
+
     def owned_resources(self) -> list[OwnedResource]:
         """Vagrant machines in lab folders, and k0slab's libvirt networks."""
         owned = [OwnedResource(MACHINE_KIND, f"{lab.name}/{machine}", lab.name)

@@ -19,15 +19,15 @@ from pathlib import Path
 from k0slab.vms import image as imagemod
 from k0slab.vms.accel import choose_accel
 from k0slab.vms.arch import arch_settings
-from k0slab.vms.backend import BootSpec, VMBackend
+from k0slab.vms.backend import BootSpec, NoAgentChannel, VMBackend
 from k0slab.core.errors import K0slabError
 from k0slab.vms.libvirt_backend import LibvirtBackend
 from k0slab.vms.network import allocate_subnet, bridge_name, network_name, next_host_index, node_ip, node_mac
 from k0slab.core.paths import data_home
-from k0slab.vms.ssh import SSHNode, generate_keypair
+from k0slab.vms.ssh import HOST_KEY_TYPE, SSHNode, forget_host_key, generate_keypair, pin_host_key, pinned_key
 from k0slab.core.state import LabDir, LabState, NodeState, all_labs
 from k0slab.core.units import format_size, mib, parse_size, validate_cpus, validate_hostname
-from k0slab.core.waits import Requirement
+from k0slab.core.waits import NotYet, Requirement
 
 log = logging.getLogger("k0slab")
 Progress = Callable[[str], None]
@@ -173,6 +173,9 @@ def create_nodes(
     """Record the nodes, then create the network and every VM (in parallel)."""
     for node in nodes:
         state.nodes[node.name] = node
+        if not lab.disk(node.name).exists():
+            # A new disk makes a new host key at first boot: a pin left for the address is stale.
+            forget_host_key(lab.known_hosts, node.ip)
     lab.save(state)
     backend.ensure_network(state)
     specs = {n.name: boot_spec(lab, n, progress, extra_cmdline, (extra_disks or {}).get(n.arch, ()))
@@ -199,6 +202,20 @@ def console_tail(lab: LabDir, vm: str, lines: int = CONSOLE_TAIL_LINES) -> str:
     return "\n".join(clean.strip().splitlines()[-lines:])
 
 
+def pin_from_guest(lab: LabDir, state: LabState, node: NodeState, backend: VMBackend, ssh: SSHNode) -> None:
+    """Pin the node's host key as the guest itself reports it, before any SSH packet is sent;
+    a backend without an agent channel pins on first contact instead."""
+    try:
+        line = backend.guest_host_key(state, node)
+    except NoAgentChannel:
+        ssh.pin_on_first_contact = True
+        return
+    # Until sshd has written its key (first boot) the file is missing or, for an instant, partial.
+    if line is None or len(line.split()) < 2 or line.split()[0] != HOST_KEY_TYPE:
+        raise NotYet(f"{node.name}: the guest agent has no SSH host key to report yet")
+    pin_host_key(lab.known_hosts, node.ip, line)
+
+
 def wait_for_ssh(
     lab: LabDir, state: LabState, nodes: Iterable[NodeState], backend: VMBackend,
     timeout: float | None = None, on_ready: Callable[[NodeState, float], None] | None = None,
@@ -209,7 +226,7 @@ def wait_for_ssh(
     started = time.monotonic()
 
     def wait_one(node: NodeState) -> float:
-        ssh = SSHNode(node.name, node.ip, lab.ssh_key)
+        ssh = SSHNode(node.name, node.ip, lab.ssh_key, lab.known_hosts)
         console = lab.console_log(node.name)
 
         def probe() -> None:
@@ -219,6 +236,8 @@ def wait_for_ssh(
                     f"VM {node.name} stopped while booting (state {vm_state})",
                     f"console log: {console}", details=console_tail(lab, node.name),
                 )
+            if not ssh.pin_on_first_contact and pinned_key(lab.known_hosts, node.ip) is None:
+                pin_from_guest(lab, state, node, backend, ssh)
             ssh.probe()
 
         requirement = Requirement(
@@ -272,6 +291,7 @@ def launch(lab_name: str, request: VMRequest, *, progress: Progress = print, wai
 
 def _forget(lab: LabDir, state: LabState, node: NodeState, backend: VMBackend) -> None:
     backend.delete_vm(lab, state, node)
+    forget_host_key(lab.known_hosts, node.ip)
     state.nodes.pop(node.name, None)
     if state.nodes:
         lab.save(state)
@@ -326,7 +346,7 @@ def info(lab_name: str, name: str, backend: VMBackend | None = None) -> dict[str
 def runner(lab_name: str, name: str) -> SSHNode:
     lab, state = load(lab_name)
     node = find_node(state, name)
-    return SSHNode(node.name, node.ip, lab.ssh_key)
+    return SSHNode(node.name, node.ip, lab.ssh_key, lab.known_hosts)
 
 
 def transfer(lab_name: str, source: str, target: str) -> str:
@@ -381,6 +401,7 @@ def delete(lab_name: str, name: str, purge: bool = False, backend: VMBackend | N
     with lab.locked():
         node = find_node(state, name)
         backend.delete_vm(lab, state, node)
+        forget_host_key(lab.known_hosts, node.ip)
         state.nodes.pop(name)
         if purge:
             lab.console_log(name).unlink(missing_ok=True)
