@@ -271,11 +271,13 @@ class Lab:
                 ssh.close()
 
     def check_user(self, name: str) -> users.UserCheck:
+        users.validate_user_name(name)
         _, controller = self._require_up()
         with contextlib.closing(self.ssh(controller)) as ssh:
             return users.check_user(name, users_dir=self.dir.users_dir, controller=ssh)
 
     def revoke_user(self, name: str) -> tuple[users.UserRecord, bool]:
+        users.validate_user_name(name)
         _, controller = self._require_up()
         with contextlib.closing(self.ssh(controller)) as ssh:
             return users.revoke_user(name, users_dir=self.dir.users_dir, controller=ssh)
@@ -294,6 +296,8 @@ class Lab:
             raise K0slabError(f"no user {user!r} in lab {self.name!r}", f"create it: invoke lab.user {user} --group G")
         expectation = smoke.ClusterExpectation.from_lab(state, cni=state.cni)
         with contextlib.closing(self.ssh(controller)) as ssh:
+            # An unreachable controller is one error, not every check failing in turn.
+            ssh.run("true")
             remote_kubeconfig = None
             if record is not None:
                 remote_kubeconfig = f"/root/.k0slab-smoke-{record.name}.kubeconfig"
