@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 from tenacity import wait_none
 
 from k0slab.core.errors import K0slabError
-from k0slab.cluster.k0s import release
+from k0slab.cluster.k0s import pins, release
 
 TAG = "v1.30.4+k0s.0"
 
@@ -321,3 +322,27 @@ def test_binary_for_downloads_the_default_without_a_version(releases: FakeReleas
     path = release.binary_for(None, None, "arm64", progress=lambda _: None)
     assert path.name == f"k0s-{release.DEFAULT_K0S_VERSION}-arm64"
     assert path.read_bytes() == b"default k0s"
+
+
+def test_a_mirror_that_changes_binary_and_sums_is_refused_by_the_pins(
+    releases: FakeReleases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = releases.publish(TAG, "amd64", b"a compromised k0s")  # its sums file agrees with it
+    pins_file = tmp_path / "pins.json"
+    pins_file.write_text(json.dumps({"verified": True, "versions": {TAG: {name: "cd" * 32}}}))
+    monkeypatch.setattr(pins, "PINS_FILE", pins_file)
+    with pytest.raises(K0slabError, match=f"k0slab pins {'cd' * 32}"):
+        release.fetch_binary(TAG, "amd64", progress=lambda _: None)
+    assert not _cache_dir(tmp_path).exists() or list(_cache_dir(tmp_path).iterdir()) == []
+
+
+def test_shipped_pins_invent_no_sums() -> None:
+    """k0slab's build host cannot fetch the real sums: the shipped file says so and pins nothing."""
+    shipped = pins.load_pins()
+    assert shipped["verified"] is False and shipped["versions"] == {}
+
+
+def test_pin_check_prints_what_the_release_lists(releases: FakeReleases, capsys: pytest.CaptureFixture[str]) -> None:
+    name = releases.publish(TAG, "amd64", b"k0s")
+    assert pins.main([TAG]) == 0
+    assert json.loads(capsys.readouterr().out) == {TAG: {name: hashlib.sha256(b"k0s").hexdigest()}}

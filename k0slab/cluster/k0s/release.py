@@ -21,6 +21,7 @@ from typing import BinaryIO, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from k0slab.cluster.k0s import pins
 from k0slab.vms.arch import arch_settings
 from k0slab.core.checksums import checksum_for, sha256_file
 from k0slab.core.errors import K0slabError
@@ -190,7 +191,19 @@ def _expected_sha256(sums_url: str, tag: str, name: str) -> str:
             f"k0s {tag} publishes no {name}: {sums_url} does not list it",
             f"see {RELEASES_PAGE} for the arches of that release, or pass --k0s-binary PATH",
         )
+    pins.check_against_pins(tag, name, expected)
     return expected
+
+
+def release_sums(tag: str) -> dict[str, str]:
+    """Every `sha256  asset` line of a release's sha256sums.txt (the lab workflow's pin check)."""
+    base = _url_from_env(RELEASES_URL_ENV, DEFAULT_RELEASES_URL)
+    sums: dict[str, str] = {}
+    for line in _fetch_text(f"{base}/{resolve_version(tag)}/sha256sums.txt").splitlines():
+        fields = line.split()
+        if len(fields) == 2:
+            sums[fields[1].lstrip("*")] = fields[0].lower()
+    return sums
 
 
 def _cache_is_valid(target: Path, record: Path) -> bool:
