@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import shlex
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -307,7 +308,7 @@ class Lab:
                                        progress=progress)
             finally:
                 if remote_kubeconfig:
-                    ssh.run(f"rm -f {remote_kubeconfig}", check=False)
+                    ssh.run(f"rm -f {shlex.quote(remote_kubeconfig)}", check=False)
 
     # --- validation (before anything is created) ---------------------------------------------
     def _validate(self, options: UpOptions, existing: LabState | None) -> None:

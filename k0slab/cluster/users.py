@@ -426,7 +426,7 @@ def _expectations(record: UserRecord) -> tuple[bool | None, bool | None, str]:
 
 def _probe(controller: Runner, kubeconfig_path: str, request: str, expected: bool | None) -> Probe:
     result: CommandResult = controller.run(
-        f"{K0S_BINARY} kubectl --kubeconfig {kubeconfig_path} {request} -o name", check=False
+        f"{K0S_BINARY} kubectl --kubeconfig {shlex.quote(kubeconfig_path)} {request} -o name", check=False
     )
     text = (result.stdout.strip() or result.stderr.strip()).splitlines()
     evidence = " | ".join(text[:3]) or f"exit {result.exit_code}"
@@ -457,6 +457,6 @@ def check_user(name: str, *, users_dir: Path, controller: Runner) -> UserCheck:
             _probe(controller, remote, f"get pods -n {shlex.quote(namespace)}", pods),
         ]
     finally:
-        controller.run(f"rm -f {remote}", check=False)
+        controller.run(f"rm -f {shlex.quote(remote)}", check=False)
     return UserCheck(name, probes, record.powers())
 
