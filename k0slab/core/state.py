@@ -88,6 +88,11 @@ def write_private(path: Path, data: bytes | str, mode: int = 0o600) -> None:
         raise
 
 
+def private_opener(path: str, flags: int) -> int:
+    """An `open(..., opener=)` that creates files 0600 (lock files name lab holders' pids)."""
+    return os.open(path, flags, 0o600)
+
+
 def private_folder(path: Path, mode: int) -> None:
     """Create path (and parents) and give it mode: k0slab's own folders are never world-readable."""
     path.mkdir(parents=True, exist_ok=True)
@@ -150,7 +155,7 @@ class LabDir:
         private_folder(labs_dir(), 0o700)
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path.chmod(0o700)
-        self.logs_dir.mkdir(exist_ok=True)
+        private_folder(self.logs_dir, 0o700)
         # QEMU's user must reach the overlays (each 0600, chowned to it by libvirt while the VM
         # runs); listing the folders is not needed, so nobody else learns even the file names.
         private_folder(vm_disks_dir(), 0o711)
@@ -194,7 +199,7 @@ class LabDir:
         # Lab names are no secret (QEMU's command line shows them), but nobody else needs the list.
         private_folder(data_home(), 0o711)
         private_folder(self.lock_file.parent, 0o700)
-        with open(self.lock_file, "a+") as handle:
+        with open(self.lock_file, "a+", opener=private_opener) as handle:
             deadline = time.monotonic() + wait_s
             while True:
                 try:

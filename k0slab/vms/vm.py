@@ -25,7 +25,7 @@ from k0slab.vms.libvirt_backend import LibvirtBackend
 from k0slab.vms.network import allocate_subnet, bridge_name, network_name, next_host_index, node_ip, node_mac
 from k0slab.core.paths import data_home
 from k0slab.vms.ssh import HOST_KEY_TYPE, SSHNode, forget_host_key, generate_keypair, pin_host_key, pinned_key
-from k0slab.core.state import LabDir, LabState, NodeState, all_labs
+from k0slab.core.state import LabDir, LabState, NodeState, all_labs, private_folder, private_opener
 from k0slab.core.units import format_size, mib, parse_size, validate_cpus, validate_hostname
 from k0slab.core.waits import NotYet, Requirement
 
@@ -75,8 +75,8 @@ def get_backend(name: str = "libvirt") -> VMBackend:
 @contextlib.contextmanager
 def _allocation_lock() -> Iterator[None]:
     """Serialise subnet allocation across concurrent commands creating different labs."""
-    data_home().mkdir(parents=True, exist_ok=True)
-    with open(data_home() / ".allocate.lock", "a") as handle:
+    private_folder(data_home(), 0o711)
+    with open(data_home() / ".allocate.lock", "a", opener=private_opener) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
