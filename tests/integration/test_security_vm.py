@@ -28,7 +28,7 @@ def node():
         lab = LabDir(LAB)
         yield lab, lab.load().nodes["node1"]
     finally:
-        invoke("vm.delete", "node1", "--purge", "--lab", LAB, check=False)
+        invoke("lab.down", "--lab", LAB, check=False)
 
 
 def test_host_key_is_the_guests_own_pinned_before_ssh(node):
