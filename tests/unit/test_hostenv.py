@@ -1,12 +1,15 @@
 """Which libvirtd the harness and host.up use, and that host.down stops only what k0slab started.
 
-Fakes only: the pidfile folder is temporary, "alive" pids are this test's own process, and every
-command or signal host.up / host.down would send is intercepted. No libvirtd is ever started here.
+Fakes only: the pidfile folder is temporary, an "alive" daemon is a copy of sleep named libvirtd (host.down
+signals a pid only when its process has the daemon's name), and every command or signal host.up /
+host.down would send is intercepted. No libvirtd is ever started here.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -41,6 +44,24 @@ def no_side_effects(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return done
 
 
+@pytest.fixture
+def fake_libvirtd(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A live process whose name (/proc/PID/comm) is libvirtd: a copy of sleep."""
+    binary = tmp_path / "bin" / "libvirtd"
+    binary.parent.mkdir()
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", binary)
+    child = subprocess.Popen([str(binary), "30"])
+    yield child
+    child.kill()
+    child.wait()
+
+
+def test_a_pidfile_naming_another_program_is_not_a_daemon(run_dir: Path) -> None:
+    """A stale pidfile whose pid now belongs to another program must never be signalled."""
+    pidfile(run_dir, "k0slab-dev", "libvirtd", os.getpid())
+    assert hostenv.find_libvirt(answers=lambda: False) == hostenv.LibvirtFound("none")
+
+
 def pidfile(run_dir: Path, netns: str, daemon: str, pid: int) -> None:
     (run_dir / f"{netns}-{daemon}.pid").write_text(f"{pid}\n")
 
@@ -50,8 +71,9 @@ def test_nothing_running_means_start_one(run_dir: Path) -> None:
     assert hostenv.find_libvirt(answers=lambda: False) == hostenv.LibvirtFound("none")
 
 
-def test_k0slabs_private_libvirtd_is_found_by_its_pidfile(run_dir: Path) -> None:
-    pidfile(run_dir, "k0slab-dev", "libvirtd", os.getpid())
+def test_k0slabs_private_libvirtd_is_found_by_its_pidfile(run_dir: Path,
+                                                         fake_libvirtd: subprocess.Popen[bytes]) -> None:
+    pidfile(run_dir, "k0slab-dev", "libvirtd", fake_libvirtd.pid)
     # Its socket answers from the main namespace too: the pidfile is what tells it apart.
     found = hostenv.find_libvirt(answers=lambda: True)
     assert found == hostenv.LibvirtFound("private", "k0slab-dev")
@@ -71,8 +93,9 @@ def test_host_up_uses_the_systems_libvirtd_and_starts_nothing(run_dir: Path, no_
     assert no_side_effects == []
 
 
-def test_host_up_uses_k0slabs_libvirtd_in_another_namespace(run_dir: Path, no_side_effects: list[object]) -> None:
-    pidfile(run_dir, "k0slab-dev", "libvirtd", os.getpid())
+def test_host_up_uses_k0slabs_libvirtd_in_another_namespace(run_dir: Path, no_side_effects: list[object],
+                                                            fake_libvirtd: subprocess.Popen[bytes]) -> None:
+    pidfile(run_dir, "k0slab-dev", "libvirtd", fake_libvirtd.pid)
     summary = hostenv.host_up("k0slab-test")
     assert "export K0SLAB_NETNS=k0slab-dev" in summary and "nothing to start" in summary
     assert no_side_effects == []
@@ -84,16 +107,13 @@ def test_host_down_leaves_a_libvirtd_it_did_not_start_alone(run_dir: Path, no_si
 
 
 def test_host_down_stops_what_host_up_started(run_dir: Path, no_side_effects: list[object],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    child = subprocess.Popen(["sleep", "30"])
-    try:
-        pidfile(run_dir, NO_NETNS, "libvirtd", child.pid)
-        # The fake kill does not end the child: host.down waits its bounded 10 s, then kills for sure.
-        monkeypatch.setattr(hostenv.time, "sleep", lambda _: None)
-        summary = hostenv.host_down(NO_NETNS)
-    finally:
-        child.kill()
-        child.wait()
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              fake_libvirtd: subprocess.Popen[bytes]) -> None:
+    child = fake_libvirtd
+    pidfile(run_dir, NO_NETNS, "libvirtd", child.pid)
+    # The fake kill does not end the child: host.down waits its bounded 10 s, then kills for sure.
+    monkeypatch.setattr(hostenv.time, "sleep", lambda _: None)
+    summary = hostenv.host_down(NO_NETNS)
     assert f"libvirtd (pid {child.pid})" in summary
     assert no_side_effects[0] == "stop guests"
     assert ("kill", child.pid, 15) in no_side_effects and ("kill", child.pid, 9) in no_side_effects
