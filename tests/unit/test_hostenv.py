@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,6 +52,11 @@ def fake_libvirtd(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     binary.parent.mkdir()
     shutil.copy(shutil.which("sleep") or "/bin/sleep", binary)
     child = subprocess.Popen([str(binary), "30"])
+    comm = Path(f"/proc/{child.pid}/comm")
+    deadline = time.monotonic() + 5
+    while comm.read_text().strip() != "libvirtd":  # until the child has exec'd the copy
+        assert time.monotonic() < deadline, "the fake libvirtd did not start"
+        time.sleep(0.01)
     yield child
     child.kill()
     child.wait()
