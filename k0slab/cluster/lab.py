@@ -25,13 +25,13 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from k0slab.vms import image as imagemod
 from k0slab.cluster import kubeconfig, pki
 from k0slab.checks import smoke
-from k0slab.cluster import users
+from k0slab.cluster import upgrade, users
 from k0slab.vms import vm as vmmod
 from k0slab.vms.backend import VMBackend
 from k0slab.core.errors import K0slabError
 from k0slab.cluster.k0s import bootstrap
 from k0slab.cluster.k0s import release
-from k0slab.cluster.k0s import token
+from k0slab.cluster.k0s import token, versions
 from k0slab.cluster.k0s.config import cluster_config, render
 from k0slab.vms.network import allocate_subnet, node_ip
 from k0slab.core.phases import Phase, PhaseManager
@@ -156,6 +156,12 @@ class Lab:
         kubeconfig.forget(self.name, progress)
         progress(f"lab {self.name} removed")
 
+    def upgrade(self, options: upgrade.UpgradeOptions, progress: Progress) -> str:
+        """Move every node to another k0s version (upgrade.py); returns the version reached."""
+        upgrade.validate_options(options)
+        with self.dir.locked():
+            return upgrade.LabUpgrade(self, options, progress).run()
+
     def kubeconfig(self) -> Path:
         if not self.dir.kubeconfig.exists():
             raise K0slabError(
@@ -169,22 +175,18 @@ class Lab:
         controller = self._controller_node(state)
         vm_states = {n.name: backend.vm_state(state, n) for n in state.nodes.values()}
 
-        def k0s_state(node: NodeState) -> str:
+        def k0s_versions(node: NodeState) -> bootstrap.NodeVersions | str:
             if vm_states[node.name] != "Running":
                 return "-"
-            ssh = self.ssh(node)
             try:
-                result = ssh.run(f"{bootstrap.K0S_BINARY} status", check=False, timeout=20)
+                with contextlib.closing(self.ssh(node)) as ssh:
+                    return bootstrap.node_versions(ssh)
             except Exception as exc:  # noqa: BLE001 - any SSH failure means "unreachable", said as such
                 return f"unreachable ({type(exc).__name__})"
-            finally:
-                ssh.close()
-            if result.ok:
-                return "running"
-            return "not installed" if "not found" in result.stderr else "not running"
 
         with ThreadPoolExecutor(max_workers=max(1, len(state.nodes))) as pool:
-            k0s_states = dict(zip(state.nodes, pool.map(k0s_state, state.nodes.values()), strict=True))
+            found = dict(zip(state.nodes, pool.map(k0s_versions, state.nodes.values()), strict=True))
+        k0s_states = {name: v if isinstance(v, str) else v.state for name, v in found.items()}
         listed: dict[str, dict[str, Any]] = {}
         if controller is not None and k0s_states.get(controller.name) == "running":
             ssh = self.ssh(controller)
@@ -200,9 +202,13 @@ class Lab:
                 "vm_state": vm_states[node.name], "k0s_state": k0s_states[node.name], "ready": ready,
                 "condition": condition,
                 "version": (item or {}).get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "-"),
+                # After an interrupted upgrade these two differ: the binary is new, the process old.
+                "k0s_on_disk": getattr(found[node.name], "on_disk", None) or "-",
+                "k0s_running": getattr(found[node.name], "running", None) or "-",
             })
         return {
             "lab": self.name, "profile": state.profile, "k0s_version": state.k0s_version,
+            "upgrade_target": state.upgrade_target,
             "kubeconfig": str(self.dir.kubeconfig) if self.dir.kubeconfig.exists() else None,
             "nodes": rows,
         }
@@ -244,7 +250,8 @@ class Lab:
     def ssh(self, node: NodeState) -> SSHNode:
         return SSHNode(node.name, node.ip, self.dir.ssh_key)
 
-    def _require_up(self) -> tuple[LabState, NodeState]:
+    def require_up(self) -> tuple[LabState, NodeState]:
+        """The state and first controller of a lab that lab.up finished, or a clear refusal."""
         state = self.dir.load()
         controller = self._controller_node(state)
         if controller is None or not self.dir.kubeconfig.exists():
@@ -254,7 +261,7 @@ class Lab:
     # --- users (users.py does the work; the lab supplies its CA, controller and folders) ---
     def create_user(self, name: str, groups: list[str], days: int, **binding: Any) -> users.UserRecord:
         users.validate_user_name(name)
-        state, controller = self._require_up()
+        state, controller = self.require_up()
         cert, key = self._ca()
         ssh = self.ssh(controller) if any(binding.get(k) for k in ("clusterrole", "role")) else None
         try:
@@ -267,12 +274,12 @@ class Lab:
                 ssh.close()
 
     def check_user(self, name: str) -> users.UserCheck:
-        _, controller = self._require_up()
+        _, controller = self.require_up()
         with contextlib.closing(self.ssh(controller)) as ssh:
             return users.check_user(name, users_dir=self.dir.users_dir, controller=ssh)
 
     def revoke_user(self, name: str) -> users.UserRecord:
-        _, controller = self._require_up()
+        _, controller = self.require_up()
         with contextlib.closing(self.ssh(controller)) as ssh:
             return users.revoke_user(name, users_dir=self.dir.users_dir, controller=ssh)
 
@@ -283,7 +290,7 @@ class Lab:
               settings: smoke.SmokeSettings | None = None) -> smoke.SmokeReport:
         """Run the smoke checks on the controller; rbac uses a lab user (the first one by default)."""
         smoke.select_checks(only)
-        state, controller = self._require_up()
+        state, controller = self.require_up()
         records = self.users()
         record = next((r for r in records if r.name == user), None) if user else (records[0] if records else None)
         if user and record is None:
@@ -311,7 +318,13 @@ class Lab:
             )
         imagemod.load_recipe(profile.image)
         if options.k0s_binary is None:
-            release.resolve_version(profile.k0s_version)
+            requested = release.resolve_version(profile.k0s_version)
+            if existing is not None and existing.k0s_version and versions.parse(requested) < versions.parse(
+                    existing.k0s_version):
+                raise K0slabError(
+                    f"lab {self.name!r} runs k0s {existing.k0s_version}; lab.up would push the older {requested}",
+                    f"pass --k0s-version {existing.k0s_version} (k0s does not support downgrades)",
+                )
         else:
             for arch in {profile.node_arch(n) for n in profile.nodes}:
                 release.check_local_binary(options.k0s_binary, arch)

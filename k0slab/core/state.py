@@ -50,6 +50,8 @@ class LabState(BaseModel):
     provider: str = "libvirt"
     box: str | None = None  # a public Vagrant box instead of k0slab's own (provider vagrant)
     k0s_version: str | None = None
+    # Set while lab.upgrade moves the nodes to this version; cleared when every node runs it.
+    upgrade_target: str | None = None
     cni: str = "kuberouter"
     join_token_id: str | None = None
     nodes: dict[str, NodeState] = Field(default_factory=dict)
