@@ -94,6 +94,21 @@ def lab_upgrade(c, k0s_version=None, k0s_binary=None, lab="default", concurrency
     _lab(lab).upgrade(options, ui.progress)
 
 
+@task(help={"output": "the backup file to write (default: k0slab-backup-LAB-TIMESTAMP.tar)", "lab": LAB_HELP})
+@friendly
+def lab_backup(c, output=None, lab="default"):
+    """Back up the cluster (k0s backup: etcd, PKI, manifests) with the lab's profile and k0s.yaml."""
+    _lab(lab).backup(Path(output).expanduser() if output else None, ui.progress)
+
+
+@task(help={"file": "a file lab.backup wrote", "lab": "name of the NEW lab to make (it must not exist)",
+            "k0s_binary": "a local k0s binary, of the version the backup was made with (default: download it)"})
+@friendly
+def lab_restore(c, file, lab, k0s_binary=None):
+    """Make a new lab from a backup: new VMs and IPs, k0s restore on its controller, then the rest."""
+    _lab(lab).restore(Path(file).expanduser(), Path(k0s_binary).expanduser() if k0s_binary else None, ui.progress)
+
+
 @task(help={"lab": LAB_HELP,
             "merge": "add the lab as context k0slab-LAB to ~/.kube/config (or $KUBECONFIG's first file); "
                      "lab.down removes it"})
