@@ -66,6 +66,10 @@ class Backup:
         return self.folder / K0S_ARCHIVE
 
     @property
+    def subnet_index(self) -> int:
+        return self.metadata["subnet_index"]
+
+    @property
     def k0s_version(self) -> str:
         return self.metadata["k0s_version"]
 
@@ -119,6 +123,7 @@ def write_backup(output: Path, *, k0s_archive: Path, config_text: str, state: La
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "k0s_version": state.k0s_version,
         "cni": state.cni,
+        "subnet_index": state.subnet_index,
         "profile": json.loads(profile.model_dump_json()),
         "nodes": [{"name": n.name, "role": n.role, "arch": n.arch, "ip": n.ip}
                   for n in sorted(state.nodes.values(), key=lambda n: n.index)],

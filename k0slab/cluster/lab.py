@@ -110,7 +110,10 @@ class Lab:
             return {}
         self._backend = self._backend or vmmod.get_backend(profile.provider)
         with self.dir.locked():
-            state = existing or vmmod.open_or_create_lab(self.dir, self.backend, profile=profile.name)
+            # A restored lab never reuses the old lab's subnet: the drill is a restore onto new IPs.
+            avoid = frozenset({options.restore.subnet_index}) if options.restore else frozenset()
+            state = existing or vmmod.open_or_create_lab(self.dir, self.backend, profile=profile.name,
+                                                         avoid_subnets=avoid)
             state.profile, state.provider, state.box = profile.name, profile.provider, profile.box
             state.profile_spec = json.loads(profile.model_dump_json())
             for spec in profile.nodes:

@@ -147,14 +147,16 @@ class LabUpgrade:
         if stopped:
             raise K0slabError(f"lab {self.lab.name!r} has VMs that are not running: {', '.join(stopped)}",
                               f"start them first: invoke lab.up --lab {self.lab.name}")
-        binaries = self._binaries()
         controllers, workers = upgrade_order(state)
         nodes = controllers + workers
         seen = self._versions(nodes)
+        ran = [v for pair in seen.values() for v in pair if v]
+        if self.options.k0s_version:  # a tag is checked before anything is downloaded
+            versions.check_path(release.resolve_version(self.options.k0s_version), ran, force=self.options.force)
+        binaries = self._binaries()
         target = self._target(binaries)
         try:
-            path = versions.check_path(target, [v for pair in seen.values() for v in pair if v],
-                                       force=self.options.force)
+            path = versions.check_path(target, ran, force=self.options.force)
         except K0slabError:
             self._discard([self.controller])  # a refused local binary leaves nothing behind
             raise

@@ -21,6 +21,7 @@ def test_the_file_carries_metadata_config_and_the_k0s_archive_without_images(tmp
     assert restored.metadata["nodes"] == [{"name": "node1", "role": "controller+worker", "arch": "amd64",
                                            "ip": "10.213.7.11"}]
     assert restored.metadata["left_out"] == ["images/bundle.tar"]
+    assert restored.subnet_index == 7  # the restored lab takes another subnet: new IPs
     assert (tmp_path / "out" / backup.CONFIG).read_text() == "kind: ClusterConfig\n"
     with tarfile.open(restored.k0s_archive, "r:gz") as archive:
         names = archive.getnames()

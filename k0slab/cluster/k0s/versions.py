@@ -44,6 +44,8 @@ def check_path(target: str, seen: list[str], *, force: bool) -> UpgradePath:
     `seen` holds every version on any node, on disk and running: once a newer binary has run,
     going back below it is a downgrade, even if the upgrade stopped half-way."""
     goal = parse(target)
+    if not seen:
+        raise K0slabError("no node of the lab reports a k0s version", "check the nodes with invoke lab.status")
     known = sorted(seen, key=parse)
     oldest, newest = known[0], known[-1]
     low = parse(oldest)
