@@ -86,3 +86,49 @@ def test_default_output_names_the_lab_and_time():
     import datetime as dt
     when = dt.datetime(2026, 12, 1, 21, 5, 7, tzinfo=dt.UTC)
     assert str(backup.default_output(lab_state().name, when)) == "k0slab-backup-old-20261201T210507Z.tar"
+
+
+class FakeController:
+    """Records commands; `k0s backup` leaves one archive, sha256sum answers for it."""
+
+    name = "node1"
+
+    def __init__(self, archives: int = 1) -> None:
+        self.commands: list[str] = []
+        self.uploads: list[tuple[str, str]] = []
+        self.archives = archives
+
+    def run(self, command: str, *, check: bool = True, **_: object):
+        from k0slab.vms.remote import CommandResult
+
+        self.commands.append(command)
+        out = ""
+        if command.startswith("ls "):
+            names = (f"k0s_backup_2026-12-01T21_00_0{i}Z.tar.gz" for i in range(self.archives))
+            out = " ".join(f"{backup.REMOTE_DIR}/{name}" for name in names)
+        elif command.startswith("sha256sum"):
+            out = "ab" * 32 + "  file\n"
+        return CommandResult(command, 0, out, "")
+
+
+def test_k0s_backup_runs_with_a_save_path_and_reports_the_archive_and_its_sum():
+    node = FakeController()
+    remote, digest = backup.run_k0s_backup(node)
+    assert remote == f"{backup.REMOTE_DIR}/k0s_backup_2026-12-01T21_00_00Z.tar.gz" and digest == "ab" * 32
+    assert f"/usr/local/bin/k0s backup --save-path {backup.REMOTE_DIR}" in node.commands
+
+
+def test_two_archives_in_the_save_path_are_refused():
+    with pytest.raises(K0slabError, match="left 2 archives"):
+        backup.run_k0s_backup(FakeController(archives=2))
+
+
+def test_restore_runs_k0s_restore_with_config_out_then_drops_the_old_token_manifests(tmp_path):
+    restored = backup.read_backup(backup_file(tmp_path), tmp_path / "out")
+    node = FakeController()
+    backup.restore_on_controller(node, restored, lambda local, remote: node.uploads.append((str(local), remote)))
+    assert node.uploads == [(str(restored.k0s_archive), backup.REMOTE_RESTORE)]
+    restore = next(c for c in node.commands if " restore " in c)
+    assert restore == (f"/usr/local/bin/k0s restore --config-out {backup.RESTORED_CONFIG} {backup.REMOTE_RESTORE}")
+    assert node.commands.index(restore) < node.commands.index(f"rm -f {backup.REMOTE_RESTORE}")
+    assert node.commands[-1] == "rm -rf /var/lib/k0s/manifests/k0slab"
