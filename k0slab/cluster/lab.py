@@ -382,8 +382,7 @@ class Lab:
         imagemod.load_recipe(profile.image)
         if options.k0s_binary is None:
             requested = release.resolve_version(profile.k0s_version)
-            if existing is not None and existing.k0s_version and versions.parse(requested) < versions.parse(
-                    existing.k0s_version):
+            if existing is not None and existing.k0s_version and versions.older_than(requested, existing.k0s_version):
                 raise K0slabError(
                     f"lab {self.name!r} runs k0s {existing.k0s_version}; lab.up would push the older {requested}",
                     f"pass --k0s-version {existing.k0s_version} (k0s does not support downgrades)",

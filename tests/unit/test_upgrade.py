@@ -48,6 +48,11 @@ def test_build_suffix_and_release_candidates_order_like_k0s_releases():
         versions.parse("v1.34.1")
 
 
+def test_older_than_leaves_dev_builds_alone():
+    assert versions.older_than("v1.33.4+k0s.0", "v1.34.1+k0s.0")
+    assert not versions.older_than("v1.33.4+k0s.0", "v1.34.1-dirty")
+
+
 def test_options_need_exactly_one_source_and_a_positive_concurrency():
     with pytest.raises(K0slabError, match="exactly one"):
         upgrade.validate_options(upgrade.UpgradeOptions())

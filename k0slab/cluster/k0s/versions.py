@@ -30,6 +30,14 @@ def minor_of(tag: str) -> str:
     return f"v{version.major}.{version.minor}"
 
 
+def older_than(tag: str, other: str) -> bool:
+    """Whether tag is an older release than other; False when either is no release version (a dev build)."""
+    try:
+        return parse(tag) < parse(other)
+    except K0slabError:
+        return False
+
+
 @dataclass(frozen=True)
 class UpgradePath:
     target: str
