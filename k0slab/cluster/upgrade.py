@@ -251,7 +251,7 @@ class LabUpgrade:
                 found = bootstrap.node_versions(ssh)
             if found.running != target:
                 raise NotYet(f"{node.name} runs {found.running or 'no k0s'} (binary {found.on_disk})")
-        Requirement(f"{node.name} to run k0s {target}", self.hint, timeout_s=120).wait(probe)
+        Requirement(f"{node.name} to run k0s {target}", self.hint, timeout_s=self.options.ready_timeout_s).wait(probe)
 
     @staticmethod
     def _node_probe(controller: Runner, name: str, target: str) -> None:
