@@ -257,3 +257,25 @@ def test_workers_go_in_parallel_up_to_the_concurrency(tmp_path, monkeypatch):
     assert lab.cluster.running == dict.fromkeys(roles, "v1.34.1+k0s.0")
     assert lab.cluster.events.index("restart node1") < min(
         lab.cluster.events.index(f"drain node{i}") for i in range(2, 6))
+
+
+class Answers:
+    name = "node1"
+
+    def __init__(self, stdout: str) -> None:
+        self.stdout = stdout
+
+    def run(self, command: str, **_: object) -> CommandResult:
+        return CommandResult(command, 0, self.stdout, "")
+
+
+@pytest.mark.parametrize(("stdout", "on_disk", "running", "state"), [
+    ("v1.34.1+k0s.0\n|v1.33.4+k0s.0\n", "v1.34.1+k0s.0", "v1.33.4+k0s.0", "running"),  # replaced, not restarted
+    ("v1.34.1+k0s.0\n|\n", "v1.34.1+k0s.0", None, "not running"),
+    ("|\n", None, None, "not installed"),
+])
+def test_a_node_reports_the_binary_on_disk_and_the_running_version_apart(stdout, on_disk, running, state):
+    from k0slab.cluster.k0s import bootstrap
+
+    found = bootstrap.node_versions(Answers(stdout))
+    assert (found.on_disk, found.running, found.state) == (on_disk, running, state)
