@@ -143,6 +143,7 @@ class SmokeReport:
     started_at: str  # ISO 8601, UTC
     duration_s: float
     results: list[CheckResult]
+    k0s_version: str = ""  # what the cluster was expected to run: reports name it (after an upgrade, the new one)
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for result in self.results if result.verdict is verdict)
@@ -863,7 +864,8 @@ def run_smoke(
         results.append(result)
         if progress:
             progress(f"smoke {name}: {result.verdict} in {result.duration_s:.1f}s: {result.message}")
-    return SmokeReport(started_at=started_at, duration_s=time.monotonic() - suite_started, results=results)
+    return SmokeReport(started_at=started_at, duration_s=time.monotonic() - suite_started, results=results,
+                       k0s_version=expectation.k0s_version)
 
 
 def _run_one(check: Check, ctx: _Context) -> CheckResult:
@@ -903,6 +905,9 @@ def to_junit_xml(report: SmokeReport) -> str:
     }
     suites = ET.Element("testsuites", {"name": SUITE_NAME, **counts})
     suite = ET.SubElement(suites, "testsuite", {"name": SUITE_NAME, **counts, "timestamp": report.started_at})
+    if report.k0s_version:
+        properties = ET.SubElement(suite, "properties")
+        ET.SubElement(properties, "property", {"name": "k0s.version", "value": report.k0s_version})
     for result in report.results:
         case = ET.SubElement(
             suite, "testcase", {"classname": JUNIT_CLASSNAME, "name": result.name, "time": f"{result.duration_s:.3f}"}
@@ -925,6 +930,7 @@ def to_json(report: SmokeReport) -> str:
         "started_at": report.started_at,
         "duration_s": round(report.duration_s, 3),
         "ok": report.ok,
+        "k0s_version": report.k0s_version,
         "counts": {"tests": len(report.results), **{v.value: report.count(v) for v in Verdict}},
         "results": [{**asdict(result), "duration_s": round(result.duration_s, 3)} for result in report.results],
     }

@@ -67,10 +67,47 @@ def lab_status(c, lab="default", json=False):
     if json:
         ui.print_json(status)
         return
-    ui.table(status["nodes"], ["name", "role", "arch", "ip", "vm_state", "k0s_state", "ready", "version"],
-             title=f"lab {status['lab']} (k0s {status['k0s_version'] or '-'})")
+    title = f"lab {status['lab']} (k0s {status['k0s_version'] or '-'})"
+    if status["upgrade_target"]:
+        title += f", upgrading to {status['upgrade_target']}: run lab.upgrade again to finish"
+    ui.table(status["nodes"], ["name", "role", "arch", "ip", "vm_state", "k0s_state", "k0s_on_disk", "k0s_running",
+                               "ready", "version"], title=title)
     if status["kubeconfig"]:
         ui.console.print(f"kubeconfig: {status['kubeconfig']}", markup=False)
+
+
+@task(help={
+    "k0s_version": "the k0s release tag to go to, e.g. v1.34.1+k0s.0, or 'stable'",
+    "k0s_binary": "a local k0s binary to go to instead (air-gapped hosts, dev builds)",
+    "lab": LAB_HELP, "concurrency": "workers upgraded at once (default 1)",
+    "no_drain": "do not cordon and drain workers before their k0s restarts",
+    "force": "allow a downgrade (k0s does not support them: restore a backup instead)",
+})
+@friendly
+def lab_upgrade(c, k0s_version=None, k0s_binary=None, lab="default", concurrency="1", no_drain=False, force=False):
+    """Upgrade k0s on every node: controllers one at a time, then workers drained, restarted, Ready."""
+    from k0slab.cluster.upgrade import UpgradeOptions
+
+    options = UpgradeOptions(
+        k0s_version=k0s_version, k0s_binary=Path(k0s_binary).expanduser() if k0s_binary else None,
+        concurrency=parse_whole(concurrency, "--concurrency"), drain=not no_drain, force=force,
+    )
+    _lab(lab).upgrade(options, ui.progress)
+
+
+@task(help={"output": "the backup file to write (default: k0slab-backup-LAB-TIMESTAMP.tar)", "lab": LAB_HELP})
+@friendly
+def lab_backup(c, output=None, lab="default"):
+    """Back up the cluster (k0s backup: etcd, PKI, manifests) with the lab's profile and k0s.yaml."""
+    _lab(lab).backup(Path(output).expanduser() if output else None, ui.progress)
+
+
+@task(help={"file": "a file lab.backup wrote", "lab": "name of the NEW lab to make (it must not exist)",
+            "k0s_binary": "a local k0s binary, of the version the backup was made with (default: download it)"})
+@friendly
+def lab_restore(c, file, lab, k0s_binary=None):
+    """Make a new lab from a backup: new VMs and IPs, k0s restore on its controller, then the rest."""
+    _lab(lab).restore(Path(file).expanduser(), Path(k0s_binary).expanduser() if k0s_binary else None, ui.progress)
 
 
 @task(help={"lab": LAB_HELP,

@@ -26,14 +26,15 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from k0slab.vms import image as imagemod
 from k0slab.cluster import kubeconfig, pki
 from k0slab.checks import smoke
-from k0slab.cluster import users
+from k0slab.cluster import backup as backupmod
+from k0slab.cluster import upgrade, users
 from k0slab.vms import vm as vmmod
 from k0slab.vms.backend import VMBackend
 from k0slab.core.errors import K0slabError
 from k0slab.cluster.k0s import bootstrap
 from k0slab.cluster.k0s import release
-from k0slab.cluster.k0s import token
-from k0slab.cluster.k0s.config import cluster_config, render
+from k0slab.cluster.k0s import token, versions
+from k0slab.cluster.k0s.config import CONFIG_PATH, cluster_config, render
 from k0slab.vms.network import allocate_subnet, node_ip
 from k0slab.core.phases import Phase, PhaseManager
 from k0slab.core.profile import CONTROLLER_ROLES, NodeSpec, Profile
@@ -60,6 +61,7 @@ class UpOptions:
     profile: Profile
     k0s_binary: Path | None = None
     dry_run: bool = False
+    restore: backupmod.Backup | None = None  # lab.restore: the controller starts from this backup
 
 
 @dataclass
@@ -109,8 +111,12 @@ class Lab:
             return {}
         self._backend = self._backend or vmmod.get_backend(profile.provider)
         with self.dir.locked():
-            state = existing or vmmod.open_or_create_lab(self.dir, self.backend, profile=profile.name)
+            # A restored lab never reuses the old lab's subnet: the drill is a restore onto new IPs.
+            avoid = frozenset({options.restore.subnet_index}) if options.restore else frozenset()
+            state = existing or vmmod.open_or_create_lab(self.dir, self.backend, profile=profile.name,
+                                                         avoid_subnets=avoid)
             state.profile, state.provider, state.box = profile.name, profile.provider, profile.box
+            state.profile_spec = json.loads(profile.model_dump_json())
             for spec in profile.nodes:
                 if spec.name in state.nodes:
                     # VMs made with vm.launch join the cluster in the role the profile gives them.
@@ -157,6 +163,69 @@ class Lab:
         kubeconfig.forget(self.name, progress)
         progress(f"lab {self.name} removed")
 
+    def upgrade(self, options: upgrade.UpgradeOptions, progress: Progress) -> str:
+        """Move every node to another k0s version (upgrade.py); returns the version reached."""
+        upgrade.validate_options(options)
+        self.require_up()  # before the lock, which would create the lab's folders
+        with self.dir.locked():
+            return upgrade.LabUpgrade(self, options, progress).run()
+
+    def backup(self, output: Path | None, progress: Progress) -> Path:
+        """`k0s backup` on the controller, fetched and checked, wrapped with the profile and k0s.yaml."""
+        state, controller = self.require_up()
+        if state.profile_spec is None:
+            raise K0slabError(f"lab {self.name!r} does not record its profile (made by an older k0slab)",
+                              f"run invoke lab.up --lab {self.name} with the same options once, then back up")
+        profile = Profile.model_validate(state.profile_spec)
+        output = output or backupmod.default_output(self.name)
+        with self.dir.locked(), contextlib.closing(self.ssh(controller)) as ssh:
+            progress(f"==> k0s backup on {controller.name}")
+            remote, remote_sum = backupmod.run_k0s_backup(ssh)
+            fetched = self.dir.path / backupmod.K0S_ARCHIVE
+            try:
+                ssh.get_file(remote, fetched)
+                if hashlib.sha256(fetched.read_bytes()).hexdigest() != remote_sum:
+                    raise K0slabError(f"the k0s archive from {controller.name} arrived damaged (sha256 differs)",
+                                      f"run invoke lab.backup --lab {self.name} again")
+                config = ssh.run(f"cat {CONFIG_PATH}").stdout
+                backupmod.write_backup(output, k0s_archive=fetched, config_text=config, state=state,
+                                       profile=profile, progress=progress)
+            finally:
+                fetched.unlink(missing_ok=True)
+                ssh.run(f"rm -rf {backupmod.REMOTE_DIR}", check=False)
+        progress(f"backup of lab {self.name} (k0s {state.k0s_version}): {output}")
+        return output
+
+    def restore(self, archive: Path, k0s_binary: Path | None, progress: Progress) -> dict[str, float]:
+        """A new lab from a backup: checked before any VM exists, then lab.up with `k0s restore`
+        on the first controller before its first start. A lab this archive began may be resumed."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="k0slab-restore-") as folder:
+            restored = backupmod.read_backup(archive, Path(folder))
+            existing = self.dir.load_or_none()
+            if existing is not None and existing.restored_from != restored.sha256 or (
+                    existing is None and self.dir.path.exists()):
+                raise K0slabError(f"lab {self.name!r} already exists: a backup is restored into a new lab only",
+                                  f"choose another --lab, or remove it first: invoke lab.down --lab {self.name}")
+            old = restored.metadata
+            progress(f"restoring lab {old['lab']} (k0s {old['k0s_version']}, backup of {old['created_at']}) "
+                     f"as lab {self.name}")
+            timings = self.up(UpOptions(profile=restored.profile(), k0s_binary=k0s_binary, restore=restored),
+                              progress)
+        self._report_stale_nodes(progress)
+        return timings
+
+    def _report_stale_nodes(self, progress: Progress) -> None:
+        """The restored etcd still holds the old lab's Node objects; the ones the new lab has no VM
+        for are deleted, and said so (nodes with the same names re-registered with their new IPs)."""
+        state, controller = self.require_up()
+        with contextlib.closing(self.ssh(controller)) as ssh:
+            listed = [item["metadata"]["name"] for item in bootstrap.nodes(ssh)]
+            for name in backupmod.stale_nodes(listed, list(state.nodes)):
+                ssh.run(f"{bootstrap.KUBECTL} delete node {name} --ignore-not-found", timeout=60)
+                progress(f"    removed Node {name}: it belonged to the old lab and has no VM here")
+
     def kubeconfig(self) -> Path:
         if not self.dir.kubeconfig.exists():
             raise K0slabError(
@@ -170,22 +239,18 @@ class Lab:
         controller = self._controller_node(state)
         vm_states = {n.name: backend.vm_state(state, n) for n in state.nodes.values()}
 
-        def k0s_state(node: NodeState) -> str:
+        def k0s_versions(node: NodeState) -> bootstrap.NodeVersions | str:
             if vm_states[node.name] != "Running":
                 return "-"
-            ssh = self.ssh(node)
             try:
-                result = ssh.run(f"{bootstrap.K0S_BINARY} status", check=False, timeout=20)
+                with contextlib.closing(self.ssh(node)) as ssh:
+                    return bootstrap.node_versions(ssh)
             except Exception as exc:  # noqa: BLE001 - any SSH failure means "unreachable", said as such
                 return f"unreachable ({type(exc).__name__})"
-            finally:
-                ssh.close()
-            if result.ok:
-                return "running"
-            return "not installed" if "not found" in result.stderr else "not running"
 
         with ThreadPoolExecutor(max_workers=max(1, len(state.nodes))) as pool:
-            k0s_states = dict(zip(state.nodes, pool.map(k0s_state, state.nodes.values()), strict=True))
+            found = dict(zip(state.nodes, pool.map(k0s_versions, state.nodes.values()), strict=True))
+        k0s_states = {name: v if isinstance(v, str) else v.state for name, v in found.items()}
         listed: dict[str, dict[str, Any]] = {}
         if controller is not None and k0s_states.get(controller.name) == "running":
             ssh = self.ssh(controller)
@@ -201,9 +266,13 @@ class Lab:
                 "vm_state": vm_states[node.name], "k0s_state": k0s_states[node.name], "ready": ready,
                 "condition": condition,
                 "version": (item or {}).get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "-"),
+                # After an interrupted upgrade these two differ: the binary is new, the process old.
+                "k0s_on_disk": getattr(found[node.name], "on_disk", None) or "-",
+                "k0s_running": getattr(found[node.name], "running", None) or "-",
             })
         return {
             "lab": self.name, "profile": state.profile, "k0s_version": state.k0s_version,
+            "upgrade_target": state.upgrade_target,
             "kubeconfig": str(self.dir.kubeconfig) if self.dir.kubeconfig.exists() else None,
             "nodes": rows,
         }
@@ -245,7 +314,8 @@ class Lab:
     def ssh(self, node: NodeState) -> SSHNode:
         return SSHNode(node.name, node.ip, self.dir.ssh_key, self.dir.known_hosts)
 
-    def _require_up(self) -> tuple[LabState, NodeState]:
+    def require_up(self) -> tuple[LabState, NodeState]:
+        """The state and first controller of a lab that lab.up finished, or a clear refusal."""
         state = self.dir.load()
         controller = self._controller_node(state)
         if controller is None or not self.dir.kubeconfig.exists():
@@ -259,7 +329,7 @@ class Lab:
         users.validate_groups(groups, binding.get("superuser", False))
         pki.validate_days(days, "--days")
         users.check_output_path(binding.get("output"), binding.get("force", False))
-        state, controller = self._require_up()
+        state, controller = self.require_up()
         cert, key = self._ca()
         ssh = self.ssh(controller) if any(binding.get(k) for k in ("clusterrole", "role")) else None
         try:
@@ -273,13 +343,13 @@ class Lab:
 
     def check_user(self, name: str) -> users.UserCheck:
         users.validate_user_name(name)
-        _, controller = self._require_up()
+        _, controller = self.require_up()
         with contextlib.closing(self.ssh(controller)) as ssh:
             return users.check_user(name, users_dir=self.dir.users_dir, controller=ssh)
 
     def revoke_user(self, name: str) -> tuple[users.UserRecord, bool]:
         users.validate_user_name(name)
-        _, controller = self._require_up()
+        _, controller = self.require_up()
         with contextlib.closing(self.ssh(controller)) as ssh:
             return users.revoke_user(name, users_dir=self.dir.users_dir, controller=ssh)
 
@@ -290,7 +360,7 @@ class Lab:
               settings: smoke.SmokeSettings | None = None) -> smoke.SmokeReport:
         """Run the smoke checks on the controller; rbac uses a lab user (the first one by default)."""
         smoke.select_checks(only)
-        state, controller = self._require_up()
+        state, controller = self.require_up()
         records = self.users()
         record = next((r for r in records if r.name == user), None) if user else (records[0] if records else None)
         if user and record is None:
@@ -320,7 +390,12 @@ class Lab:
             )
         imagemod.load_recipe(profile.image)
         if options.k0s_binary is None:
-            release.resolve_version(profile.k0s_version)
+            requested = release.resolve_version(profile.k0s_version)
+            if existing is not None and existing.k0s_version and versions.older_than(requested, existing.k0s_version):
+                raise K0slabError(
+                    f"lab {self.name!r} runs k0s {existing.k0s_version}; lab.up would push the older {requested}",
+                    f"pass --k0s-version {existing.k0s_version} (k0s does not support downgrades)",
+                )
         else:
             for arch in {profile.node_arch(n) for n in profile.nodes}:
                 release.check_local_binary(options.k0s_binary, arch)
@@ -383,6 +458,7 @@ class Lab:
             Phase("create network and VMs", bound(self._create_vms), check(self._vms_missing)),
             Phase("wait for SSH", bound(self._wait_ssh)),
             Phase("push k0s binary and config", bound(self._push)),
+            Phase("restore the backup on the controller", bound(self._restore_backup), check(self._restore_pending)),
             Phase("cluster CA and join token", bound(self._join_material), check(self._workers_to_join)),
             Phase("install and start k0s on every node", bound(self._start_k0s)),
             Phase("wait for /readyz and every node Ready", bound(self._wait_ready)),
@@ -519,6 +595,28 @@ class Lab:
         run.state.k0s_version = versions[controller.name]
         self.dir.save(run.state)
 
+    def _restore_pending(self, run: _Run | None) -> bool:
+        if run is None or run.options.restore is None:
+            return False
+        return not self._on(self._controller_node(run.state), backupmod.restored_already)
+
+    def _restore_backup(self, run: _Run, progress: Progress) -> None:
+        """Before the controller's first start: the backup's CA becomes the lab's (kubeconfigs and
+        join tokens are signed by it), then `k0s restore` fills the data dir."""
+        restored = run.options.restore
+        cert, key = restored.ca()
+        write_private(self.dir.pki_dir / "ca.key", key)
+        write_private(self.dir.pki_dir / "ca.crt", cert, mode=0o644)
+        controller = self._controller_node(run.state)
+
+        def restore(ssh: SSHNode) -> None:
+            backupmod.restore_on_controller(ssh, restored, lambda local, remote: ssh.put_file(local, remote))
+
+        self._on(controller, restore)
+        run.state.restored_from = restored.sha256
+        self.dir.save(run.state)
+        progress(f"    {controller.name}: k0s restore done (archived config kept in {backupmod.RESTORED_CONFIG})")
+
     def _workers_to_join(self, run: _Run) -> bool:
         """Whether any worker still lacks its k0s unit; asked once per run, then kept up to date."""
         if run.unjoined is None:
@@ -595,19 +693,23 @@ class Lab:
             try:
                 Requirement(f"the API server of {controller.name} to answer /readyz with ok", hint,
                             timeout_s=timeout).wait(fresh_on_drop(bootstrap.readyz))
+                def ready_here(c: SSHNode) -> dict[str, dict[str, Any]]:
+                    listed = bootstrap.wait_nodes_ready(c, expected)
+                    if run.options.restore is not None:
+                        # The restored etcd holds each node's old Node object, Ready and with the old
+                        # IP, until the new kubelet updates it: wait for that, do not fail on it.
+                        moved = [n for n in expected if bootstrap.internal_ip(listed[n]) != run.state.nodes[n].ip]
+                        if moved:
+                            raise NotYet(f"{', '.join(moved)} still carry the old lab's INTERNAL-IP")
+                    return listed
+
                 listed = Requirement(f"nodes {', '.join(expected)} to be Ready", hint, timeout_s=timeout).wait(
-                    fresh_on_drop(lambda c: bootstrap.wait_nodes_ready(c, expected))
+                    fresh_on_drop(ready_here)
                 )
             except K0slabError:
                 self._save_journals(run)
                 raise
-            for name in expected:
-                ip = bootstrap.internal_ip(listed[name])
-                if ip != run.state.nodes[name].ip:
-                    raise K0slabError(
-                        f"node {name} advertises INTERNAL-IP {ip}, not its lab IP {run.state.nodes[name].ip}",
-                        "kubelet must get --node-ip; check the unit's ExecStart with: invoke lab.ssh " + name,
-                    )
+            self._check_node_ips(run, listed, expected)
             token_id = run.state.join_token_id
             if token_id and not self._workers_to_join(run):
                 bootstrap.remove_join_secret(ssh, token_id)
@@ -615,6 +717,15 @@ class Lab:
                 self.dir.save(run.state)
         finally:
             ssh.close()
+
+    def _check_node_ips(self, run: _Run, listed: dict[str, dict[str, Any]], expected: list[str]) -> None:
+        for name in expected:
+            ip = bootstrap.internal_ip(listed[name])
+            if ip != run.state.nodes[name].ip:
+                raise K0slabError(
+                    f"node {name} advertises INTERNAL-IP {ip}, not its lab IP {run.state.nodes[name].ip}",
+                    "kubelet must get --node-ip; check the unit's ExecStart with: invoke lab.ssh " + name,
+                )
 
     def _save_journals(self, run: _Run) -> None:
         for node in self._wanted_nodes(run):

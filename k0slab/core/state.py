@@ -47,9 +47,14 @@ class LabState(BaseModel):
     network: str
     bridge: str
     profile: str | None = None
+    profile_spec: dict | None = None  # the effective profile (flags applied) lab.up last ran with
     provider: str = "libvirt"
     box: str | None = None  # a public Vagrant box instead of k0slab's own (provider vagrant)
     k0s_version: str | None = None
+    # Set while lab.upgrade moves the nodes to this version; cleared when every node runs it.
+    upgrade_target: str | None = None
+    # sha256 of the lab.backup file this lab was restored from: lab.restore may resume it, no other.
+    restored_from: str | None = None
     cni: str = "kuberouter"
     join_token_id: str | None = None
     nodes: dict[str, NodeState] = Field(default_factory=dict)

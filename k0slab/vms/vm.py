@@ -104,13 +104,15 @@ def subnets_in_use(backend: VMBackend) -> set[int]:
     return used
 
 
-def open_or_create_lab(lab: LabDir, backend: VMBackend, profile: str | None = None) -> LabState:
-    """The lab's state; a new lab gets its subnet, network name, folder and SSH key first."""
+def open_or_create_lab(lab: LabDir, backend: VMBackend, profile: str | None = None,
+                       avoid_subnets: frozenset[int] = frozenset()) -> LabState:
+    """The lab's state; a new lab gets its subnet (none of `avoid_subnets`), network name, folder
+    and SSH key first."""
     existing = lab.load_or_none()
     if existing is not None:
         return existing
     with _allocation_lock():
-        index = allocate_subnet(subnets_in_use(backend))
+        index = allocate_subnet(subnets_in_use(backend) | avoid_subnets)
         state = LabState(
             name=lab.name, subnet_index=index, network=network_name(lab.name), bridge=bridge_name(index),
             profile=profile,

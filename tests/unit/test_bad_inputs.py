@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from invoke.main import program as invoke_program
+from backup_files import backup_file
 
 from k0slab.vms import image as imagemod
 from k0slab.cluster import pki, users
@@ -165,6 +166,22 @@ def corrupt_state(box: Sandbox) -> None:
     folder = box.home / "labs" / "default"
     folder.mkdir(parents=True)
     (folder / "state.json").write_text('{"name": "default", "subnet_in')
+
+
+def backup_in_work(box: Sandbox) -> None:
+    backup_file(box.work)
+
+
+def truncated_backup(box: Sandbox) -> None:
+    path = backup_file(box.work)
+    path.write_bytes(path.read_bytes()[:-6000])  # into the last members, past the zero blocks at the end
+
+
+def altered_backup(box: Sandbox) -> None:
+    path = backup_file(box.work)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 NODE1 = "  - {name: node1, role: controller+worker}\n"
@@ -449,6 +466,23 @@ CASES = [
          "whole number"),
     Case("lab.user-lab-missing", ["lab.user", "demo", "--group", "dev"], "'default'", "invoke lab.up"),
     Case("lab.smoke-unknown-check", ["lab.smoke", "--only", "nodes,bogus"], "'bogus'", "valid checks: nodes"),
+    # --- lab.upgrade / lab.backup / lab.restore ---
+    Case("lab.upgrade-lab-not-up", ["lab.upgrade", "--k0s-version", "v1.34.1+k0s.0", "--lab", "nolab"], "'nolab'",
+         "invoke lab.up"),
+    Case("lab.upgrade-two-sources", ["lab.upgrade", "--k0s-version", "v1.34.1+k0s.0", "--k0s-binary", "{work}/k0s"],
+         "exactly one of --k0s-version and --k0s-binary", "e.g. invoke lab.upgrade"),
+    Case("lab.upgrade-bad-version", ["lab.upgrade", "--k0s-version", "1.34.1"], "'1.34.1'", "k0s release tag like"),
+    Case("lab.upgrade-concurrency", ["lab.upgrade", "--k0s-version", "v1.34.1+k0s.0", "--concurrency", "0"],
+         "--concurrency 0", "how many workers"),
+    Case("lab.backup-lab-missing", ["lab.backup", "--lab", "nolab"], "'nolab'", "invoke lab.up"),
+    Case("lab.restore-missing-archive", ["lab.restore", "{work}/nope.tar", "--lab", "new"], "{work}/nope.tar",
+         "the file lab.backup wrote"),
+    Case("lab.restore-truncated-archive", ["lab.restore", "{work}/lab.backup.tar", "--lab", "new"],
+         "{work}/lab.backup.tar", "damaged or truncated", (truncated_backup,)),
+    Case("lab.restore-altered-archive", ["lab.restore", "{work}/lab.backup.tar", "--lab", "new"],
+         "does not match its sha256", "damaged or truncated", (altered_backup,)),
+    Case("lab.restore-into-existing-lab", ["lab.restore", "{work}/lab.backup.tar", "--lab", "default"],
+         "'default' already exists", "choose another --lab", (up_lab, backup_in_work)),
     # --- other tasks ---
     Case("lab.kubeconfig-lab-missing", ["lab.kubeconfig"], "'default'", "invoke lab.up --lab default"),
     Case("lab.status-corrupt-state", ["lab.status"], "state.json is corrupt", "invoke lab.prune", (corrupt_state,)),

@@ -704,6 +704,9 @@ def test_junit_parses_with_the_right_counts_and_cases() -> None:
         assert (element.get("tests"), element.get("failures"), element.get("errors"), element.get("skipped")) == (
             "4", "1", "1", "1")
         assert float(element.get("time")) >= 0
+    (version,) = suite.findall("properties/property")
+    assert (version.get("name"), version.get("value")) == ("k0s.version", report.k0s_version)
+    assert report.k0s_version.startswith("v1.")
     cases = {case.get("name"): case for case in suite.findall("testcase")}
     assert list(cases) == ["nodes", "dns", "rbac", "metrics"]
     assert {case.get("classname") for case in cases.values()} == {"k0slab.smoke"}

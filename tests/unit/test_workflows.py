@@ -259,8 +259,7 @@ def _lab() -> dict:
 
 
 def _lab_job() -> dict:
-    (job,) = _lab()["jobs"].values()
-    return job
+    return _lab()["jobs"]["lab"]
 
 
 def _matrix_combinations(matrix: dict) -> list[dict]:
@@ -353,3 +352,30 @@ def test_lab_uploads_reports_and_logs():
     assert "out/*.xml" in paths and "out/logs" in paths
     names = [step["with"]["name"] for step in uploads]
     assert all("matrix.arch" in name and "matrix.k0s" in name for name in names), "names must be unique per job"
+
+
+def test_lab_drills_upgrade_then_backup_and_restore_onto_a_new_lab():
+    """Issue 17: previous minor -> newest, the way back refused, then backup -> restore, both labs down."""
+    job = _lab()["jobs"]["lifecycle"]
+    assert isinstance(job["timeout-minutes"], int)
+    (combo,) = _matrix_combinations(job["strategy"]["matrix"])
+    old, new = (tuple(int(p) for p in combo[key][1:].split("+")[0].split(".")) for key in ("from", "to"))
+    assert new[:2] == (old[0], old[1] + 1), "the upgrade leg goes one minor up, as k0s's skew policy asks"
+    steps = job["steps"]
+    order = [
+        _step_index(steps, "create namespace"),
+        _step_index(steps, "lab.upgrade --lab \"$OLD_LAB\" --k0s-version \"$TO\""),
+        _step_index(steps, "--k0s-version \"$FROM\""),
+        _step_index(steps, "lab.smoke --lab \"$OLD_LAB\""),
+        _step_index(steps, "lab.backup"),
+        _step_index(steps, "lab.down --lab \"$OLD_LAB\""),
+        _step_index(steps, "lab.restore"),
+        _step_index(steps, "get namespace"),
+        _step_index(steps, "lab.down --lab \"$NEW_LAB\""),
+    ]
+    assert order == sorted(order), order
+    refusal = steps[_step_index(steps, "--k0s-version \"$FROM\"")]["run"]
+    assert refusal.lstrip().startswith("if k0slab lab.upgrade") and "exit 1" in refusal
+    assert all(_always(steps[i]) for i in (order[5], order[8])), "both labs come down whatever happened"
+    uploaded = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))["with"]["path"]
+    assert "backup" not in uploaded, "the backup holds the CA key: never an artifact"

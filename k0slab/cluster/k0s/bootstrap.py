@@ -55,6 +55,30 @@ def k0s_version(node: Runner) -> str:
     return node.run(f"{K0S_BINARY} version").stdout.strip()
 
 
+@dataclass(frozen=True)
+class NodeVersions:
+    """A node's k0s version is two facts: the binary on its disk and the process that runs."""
+
+    on_disk: str | None  # None: no k0s binary
+    running: str | None  # None: k0s not running
+
+    @property
+    def state(self) -> str:
+        if self.running:
+            return "running"
+        return "not installed" if self.on_disk is None else "not running"
+
+
+def node_versions(node: Runner, timeout: float = 20) -> NodeVersions:
+    """`k0s version` of the binary and the `Version:` line of `k0s status` (contract section 2)."""
+    script = (
+        f"{K0S_BINARY} version 2>/dev/null; echo '|'; "
+        f"{K0S_BINARY} status 2>/dev/null | sed -n 's/^Version: *//p'"
+    )
+    on_disk, _, running = node.run(script, check=False, timeout=timeout).stdout.partition("|")
+    return NodeVersions(on_disk.strip() or None, running.strip() or None)
+
+
 def place_config(controller: Runner, text: str) -> None:
     controller.put_text(text, CONFIG_PATH, mode=0o644)
     # Strict validation by k0s itself: unknown fields in the profile's k0s section fail here, early.
