@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.parse
 
 from .client import ClientError, HttpsClient, api_error_text
 from .common import PKI_DIR, CliError, host_path, now_utc, parse_rfc3339, read_text
@@ -70,6 +71,21 @@ def node_roles(node: dict) -> str:
     return ",".join(roles) or "<none>"
 
 
+def pod_status_text(pod: dict) -> str:
+    """kubectl's STATUS column: an init container's waiting reason as Init:<reason>, else a container's
+    waiting reason, else the phase."""
+    status = pod.get("status", {})
+    for init in status.get("initContainerStatuses") or []:
+        reason = init.get("state", {}).get("waiting", {}).get("reason")
+        if reason and reason != "PodInitializing":
+            return f"Init:{reason}"
+    for container in status.get("containerStatuses") or []:
+        reason = container.get("state", {}).get("waiting", {}).get("reason")
+        if reason:
+            return reason
+    return status.get("phase", "Pending")
+
+
 def table_rows(resource: Resource, items: list[dict], wide: bool) -> list[list[str]]:
     if resource.plural == "nodes":
         header = ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
@@ -87,9 +103,23 @@ def table_rows(resource: Resource, items: list[dict], wide: bool) -> list[list[s
                         info_.get("containerRuntimeVersion", "")]
             rows.append(row)
         return rows
+    if resource.plural == "pods":
+        header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+        if wide:
+            header += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+        rows = [header]
+        for pod in items:
+            statuses = pod.get("status", {}).get("containerStatuses") or []
+            ready = sum(1 for s in statuses if s.get("ready"))
+            row = [pod["metadata"]["name"], f"{ready}/{len(pod.get('spec', {}).get('containers') or [])}",
+                   pod_status_text(pod), str(sum(s.get("restartCount", 0) for s in statuses)), age_of(pod)]
+            if wide:
+                row += [pod.get("status", {}).get("podIP") or "<none>", pod.get("spec", {}).get("nodeName") or "<none>",
+                        "<none>", "<none>"]
+            rows.append(row)
+        return rows
     columns = {
         "namespaces": (["STATUS", "AGE"], lambda o: ["Active", age_of(o)]),
-        "pods": (["READY", "STATUS", "RESTARTS", "AGE"], lambda o: ["0/1", "Pending", "0", age_of(o)]),
         "clusterroles": (["CREATED AT"], lambda o: [o["metadata"].get("creationTimestamp", "")]),
         "roles": (["CREATED AT"], lambda o: [o["metadata"].get("creationTimestamp", "")]),
         "clusterrolebindings": (["ROLE", "AGE"], lambda o: [f"{o.get('roleRef', {}).get('kind')}/"
@@ -107,8 +137,9 @@ class Kubectl:
     FLAGS = {"kubeconfig": "str", "namespace": "str", "all-namespaces": "bool", "output": "str", "raw": "str",
              "filename": "list", "ignore-not-found": "bool", "for": "str", "timeout": "str", "all": "bool",
              "request-timeout": "str", "context": "str", "v": "str", "wait": "bool", "quiet": "bool",
-             "show-labels": "bool"}
-    SHORT = {"n": "namespace", "A": "all-namespaces", "o": "output", "f": "filename", "q": "quiet"}
+             "show-labels": "bool", "previous": "bool", "tail": "str", "container": "str"}
+    SHORT = {"n": "namespace", "A": "all-namespaces", "o": "output", "f": "filename", "q": "quiet", "p": "previous",
+             "c": "container"}
 
     def __init__(self, args: list[str]):
         try:
@@ -159,9 +190,10 @@ class Kubectl:
 
     def run(self) -> int:
         if not self.words:
-            raise KubectlExit(1, "error: you must specify a command (get, apply, delete, auth)")
+            raise KubectlExit(1, "error: you must specify a command (get, apply, delete, auth, logs)")
         command, rest = self.words[0], self.words[1:]
-        handler = {"get": self.get, "apply": self.apply, "delete": self.delete, "auth": self.auth}.get(command)
+        handler = {"get": self.get, "apply": self.apply, "delete": self.delete, "auth": self.auth,
+                   "logs": self.logs}.get(command)
         if handler is None:
             raise KubectlExit(1, f'error: unknown command "{command}" for "kubectl"')
         return handler(rest)
@@ -218,6 +250,22 @@ class Kubectl:
             rows = [["NAMESPACE"] + rows[0]] + [[item["metadata"].get("namespace", "")] + row
                                                 for item, row in zip(items, rows[1:], strict=True)]
         sys.stdout.write(format_table(rows))
+        return 0
+
+    def logs(self, rest: list[str]) -> int:
+        if len(rest) != 1:
+            raise KubectlExit(1, "error: expected 'logs [-f] [-p] (POD | TYPE/NAME) [-c CONTAINER]'.")
+        query = {"previous": "true"} if self.opts.get("previous") else {}
+        if self.opts.get("container"):
+            query["container"] = self.opts["container"]
+        if self.opts.get("tail") not in (None, "-1"):
+            query["tailLines"] = self.opts["tail"]
+        path = BY_PLURAL[("", "pods")].path(self.namespace, rest[0].removeprefix("pod/")) + "/log"
+        code, payload = self.call("GET", path + ("?" + urllib.parse.urlencode(query) if query else ""))
+        if code >= 300:
+            raise KubectlExit(1, api_error_text(code, payload))
+        sys.stdout.buffer.write(payload)
+        sys.stdout.flush()
         return 0
 
     def documents(self) -> list[tuple[str, dict]]:
