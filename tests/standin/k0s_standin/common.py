@@ -11,7 +11,11 @@ import tempfile
 from .yamlsubset import YamlError, yaml_load
 
 
-VERSION = os.environ.get("K0S_STANDIN_VERSION", "v1.31.1+k0s.0")
+try:  # a binary made by make-version carries its version in _release.py
+    from ._release import RELEASE
+except ImportError:
+    RELEASE = "v1.31.1+k0s.0"
+VERSION = os.environ.get("K0S_STANDIN_VERSION", RELEASE)
 ROOT = os.environ.get("K0S_STANDIN_ROOT", "")
 HOST_MODE = bool(ROOT)
 

@@ -190,10 +190,10 @@ class Kubectl:
 
     def run(self) -> int:
         if not self.words:
-            raise KubectlExit(1, "error: you must specify a command (get, apply, delete, auth, logs)")
+            raise KubectlExit(1, "error: you must specify a command (get, apply, create, delete, auth, logs)")
         command, rest = self.words[0], self.words[1:]
-        handler = {"get": self.get, "apply": self.apply, "delete": self.delete, "auth": self.auth,
-                   "logs": self.logs}.get(command)
+        handler = {"get": self.get, "apply": self.apply, "create": self.create, "delete": self.delete,
+                   "auth": self.auth, "logs": self.logs}.get(command)
         if handler is None:
             raise KubectlExit(1, f'error: unknown command "{command}" for "kubectl"')
         return handler(rest)
@@ -276,7 +276,10 @@ class Kubectl:
             except OSError as exc:
                 raise KubectlExit(1, f'error: the path "{source}" does not exist') from exc
             try:
-                found += [(source, doc) for doc in yaml_load_all(text) if isinstance(doc, dict)]
+                for doc in yaml_load_all(text):
+                    # A v1 List (what `kubectl create -f -` is often fed) stands for its items.
+                    items = doc.get("items", []) if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+                    found += [(source, item) for item in items if isinstance(item, dict)]
             except YamlError as exc:
                 raise KubectlExit(1, f'error: error parsing {source}: error converting YAML to JSON: yaml: {exc}') \
                     from exc
@@ -296,6 +299,27 @@ class Kubectl:
         if resource.namespaced:
             namespace = document.setdefault("metadata", {}).setdefault("namespace", self.namespace)
         return resource, namespace, name
+
+    def create(self, rest: list[str]) -> int:
+        """`create namespace NAME` or `create -f FILE|-`: like kubectl, an existing object is an error."""
+        if rest[:1] in (["namespace"], ["ns"]):
+            if len(rest) != 2:
+                raise KubectlExit(1, "error: exactly one NAME is required, got " + str(len(rest) - 1))
+            documents = [("", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": rest[1]}})]
+        elif rest:
+            raise KubectlExit(1, f'error: unknown command "{rest[0]}" for "kubectl create"')
+        else:
+            documents = self.documents()
+        failed = False
+        for source, document in documents:
+            resource, namespace, name = self.mapped(source, document)
+            code, payload = self.call("POST", resource.path(namespace), document)
+            if code >= 300:
+                print(api_error_text(code, payload), file=sys.stderr)
+                failed = True
+                continue
+            print(f"{resource.singular_qualified}/{json.loads(payload)['metadata']['name']} created")
+        return 1 if failed else 0
 
     def apply(self, _rest: list[str]) -> int:
         for source, document in self.documents():

@@ -1,0 +1,39 @@
+"""kubectl create / get / delete of namespaces and objects as the product uses them (issues 17, 18)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from conftest import start_controller
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_namespace_lifecycle_like_kubectl(make_node):
+    node = start_controller(make_node("ns"))
+    assert node.ok("kubectl", "create", "namespace", "team-a") == "namespace/team-a created\n"
+    again = node.k0s("kubectl", "create", "namespace", "team-a")
+    assert (again.returncode, again.stderr.strip()) == (1, 'Error from server (AlreadyExists): namespaces "team-a" '
+                                                           "already exists")
+    assert node.ok("kubectl", "get", "namespace", "team-a").split()[3:5] == ["team-a", "Active"]
+    assert node.ok("kubectl", "delete", "namespace", "team-a") == 'namespace "team-a" deleted\n'
+    gone = node.k0s("kubectl", "get", "namespace", "team-a")
+    assert (gone.returncode, gone.stderr.strip()) == (1, 'Error from server (NotFound): namespaces "team-a" not found')
+
+
+def test_create_from_a_list_on_stdin(make_node):
+    node = start_controller(make_node("cr"))
+    objects = {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "smoke"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "smoke"}}]}
+    assert node.ok("kubectl", "create", "-f", "-", stdin=json.dumps(objects)) == \
+        "namespace/smoke created\nconfigmap/c created\n"
+
+
+def test_make_version_writes_a_binary_reporting_that_version(tmp_path):
+    out = tmp_path / "k0s"
+    subprocess.run([str(HERE / "make-version"), "v1.32.1+k0s.0", str(out)], check=True, capture_output=True)
+    assert subprocess.run([str(out), "version"], capture_output=True, text=True).stdout == "v1.32.1+k0s.0\n"
+    bad = subprocess.run([str(HERE / "make-version"), "1.32", str(tmp_path / "bad")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "'1.32' is not a k0s release tag" in bad.stderr and not (tmp_path / "bad").exists()
