@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
-from conftest import start_controller
+from conftest import start_controller, wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,3 +38,23 @@ def test_make_version_writes_a_binary_reporting_that_version(tmp_path):
     assert subprocess.run([str(out), "version"], capture_output=True, text=True).stdout == "v1.32.1+k0s.0\n"
     bad = subprocess.run([str(HERE / "make-version"), "1.32", str(tmp_path / "bad")], capture_output=True, text=True)
     assert bad.returncode == 1 and "'1.32' is not a k0s release tag" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_cordon_drain_uncordon_like_kubectl(make_node):
+    node = start_controller(make_node("dr"), "--enable-worker", "--no-taints",
+                            "--kubelet-extra-args=--hostname-override=dr")
+    wait_for(lambda: node.ready_condition("dr") == "True", 20, "dr Ready")
+    wait_for(lambda: "coredns" in node.ok("kubectl", "get", "pods", "-n", "kube-system"), 20, "coredns")
+    refused = node.k0s("kubectl", "drain", "dr", "--timeout=30s")
+    assert refused.returncode == 1 and "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets" in refused.stderr
+    assert node.ok("kubectl", "get", "nodes").splitlines()[1].split()[1] == "Ready,SchedulingDisabled"
+    drained = node.k0s("kubectl", "drain", "dr", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=30s")
+    assert drained.returncode == 0, drained.stderr
+    assert drained.stdout.startswith("node/dr already cordoned\n") and drained.stdout.endswith("node/dr drained\n")
+    assert "evicting pod kube-system/coredns-" in drained.stdout and "kube-proxy" not in drained.stdout
+    time.sleep(3)  # the controller's next pass: the evicted coredns replica has no schedulable node
+    coredns = [p for p in json.loads(node.ok("kubectl", "get", "pods", "-n", "kube-system", "-o", "json"))["items"]
+               if p["metadata"]["labels"]["k8s-app"] == "coredns"]
+    assert [p["spec"].get("nodeName") for p in coredns] == [None]
+    assert node.ok("kubectl", "uncordon", "dr") == "node/dr uncordoned\n"
+    assert node.ok("kubectl", "get", "nodes").splitlines()[1].split()[1] == "Ready"

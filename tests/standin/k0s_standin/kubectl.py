@@ -137,7 +137,8 @@ class Kubectl:
     FLAGS = {"kubeconfig": "str", "namespace": "str", "all-namespaces": "bool", "output": "str", "raw": "str",
              "filename": "list", "ignore-not-found": "bool", "for": "str", "timeout": "str", "all": "bool",
              "request-timeout": "str", "context": "str", "v": "str", "wait": "bool", "quiet": "bool",
-             "show-labels": "bool", "previous": "bool", "tail": "str", "container": "str"}
+             "show-labels": "bool", "previous": "bool", "tail": "str", "container": "str",
+             "ignore-daemonsets": "bool", "delete-emptydir-data": "bool", "force": "bool", "grace-period": "str"}
     SHORT = {"n": "namespace", "A": "all-namespaces", "o": "output", "f": "filename", "q": "quiet", "p": "previous",
              "c": "container"}
 
@@ -190,10 +191,12 @@ class Kubectl:
 
     def run(self) -> int:
         if not self.words:
-            raise KubectlExit(1, "error: you must specify a command (get, apply, create, delete, auth, logs)")
+            raise KubectlExit(1, "error: you must specify a command "
+                                 "(get, apply, create, delete, auth, logs, cordon, drain)")
         command, rest = self.words[0], self.words[1:]
         handler = {"get": self.get, "apply": self.apply, "create": self.create, "delete": self.delete,
-                   "auth": self.auth, "logs": self.logs}.get(command)
+                   "auth": self.auth, "logs": self.logs, "cordon": self.cordon, "uncordon": self.uncordon,
+                   "drain": self.drain}.get(command)
         if handler is None:
             raise KubectlExit(1, f'error: unknown command "{command}" for "kubectl"')
         return handler(rest)
@@ -299,6 +302,63 @@ class Kubectl:
         if resource.namespaced:
             namespace = document.setdefault("metadata", {}).setdefault("namespace", self.namespace)
         return resource, namespace, name
+
+    def set_unschedulable(self, rest: list[str], value: bool) -> str:
+        if len(rest) != 1:
+            raise KubectlExit(1, "error: USAGE: cordon NODE [flags]" if value else "error: USAGE: uncordon NODE")
+        nodes = BY_PLURAL[("", "nodes")]
+        node = self.call_ok("GET", nodes.path(name=rest[0]))
+        word = "cordoned" if value else "uncordoned"
+        if bool(node.get("spec", {}).get("unschedulable")) == value:
+            return f"node/{rest[0]} already {word}"
+        node.setdefault("spec", {})["unschedulable"] = value
+        if not value:
+            node["spec"].pop("unschedulable")
+        self.call_ok("PUT", nodes.path(name=rest[0]), node)
+        return f"node/{rest[0]} {word}"
+
+    def cordon(self, rest: list[str]) -> int:
+        print(self.set_unschedulable(rest, True))
+        return 0
+
+    def uncordon(self, rest: list[str]) -> int:
+        print(self.set_unschedulable(rest, False))
+        return 0
+
+    def drain(self, rest: list[str]) -> int:
+        """Cordon, then evict every pod of the node but DaemonSet ones (kubectl's drain refusals included)."""
+        pods_resource = BY_PLURAL[("", "pods")]
+        pods = [pod for pod in self.call_ok("GET", pods_resource.path())["items"]
+                if rest and pod.get("spec", {}).get("nodeName") == rest[0]]
+        print(self.set_unschedulable(rest, True))
+        owners = {f"{p['metadata']['namespace']}/{p['metadata']['name']}":
+                  next((o["kind"] for o in p["metadata"].get("ownerReferences", []) if o.get("controller")), None)
+                  for p in pods}
+        daemons = sorted(name for name, kind in owners.items() if kind == "DaemonSet")
+        bare = sorted(name for name, kind in owners.items() if kind is None)
+        problems = []
+        if daemons and not self.opts.get("ignore-daemonsets"):
+            problems.append("cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): "
+                            + ", ".join(daemons))
+        if bare and not self.opts.get("force"):
+            problems.append("cannot delete Pods that declare no controller (use --force to override): "
+                            + ", ".join(bare))
+        if problems:
+            raise KubectlExit(1, f"error: unable to drain node \"{rest[0]}\" due to error: " + ", ".join(problems)
+                              + ", continuing command...\nThere are pending nodes to be drained:\n " + rest[0])
+        if daemons:
+            print("Warning: ignoring DaemonSet-managed Pods: " + ", ".join(daemons), file=sys.stderr)
+        for name, kind in sorted(owners.items()):
+            if kind == "DaemonSet":
+                continue
+            namespace, pod = name.split("/", 1)
+            print(f"evicting pod {name}")
+            code, payload = self.call("DELETE", pods_resource.path(namespace, pod))
+            if code >= 300 and code != 404:
+                raise KubectlExit(1, api_error_text(code, payload))
+            print(f"pod/{pod} evicted")
+        print(f"node/{rest[0]} drained")
+        return 0
 
     def create(self, rest: list[str]) -> int:
         """`create namespace NAME` or `create -f FILE|-`: like kubectl, an existing object is an error."""

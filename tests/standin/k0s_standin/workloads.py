@@ -33,11 +33,14 @@ DEPLOYMENTS = [("coredns", ["coredns"]), ("metrics-server", ["metrics-server"])]
 
 
 def schedulable(node: dict) -> bool:
+    """Neither cordoned nor tainted NoSchedule."""
+    if node.get("spec", {}).get("unschedulable"):
+        return False
     return not any(t.get("effect") == "NoSchedule" for t in node.get("spec", {}).get("taints") or [])
 
 
 def system_pod(app: str, image_components: list[str], host_network: bool, node: str | None, name: str,
-               pull_policy: str) -> dict:
+               pull_policy: str, owner: tuple[str, str]) -> dict:
     images = release_images()
     containers = [{"name": component, "image": images[component], "imagePullPolicy": pull_policy}
                   for component in image_components]
@@ -50,7 +53,9 @@ def system_pod(app: str, image_components: list[str], host_network: bool, node: 
         spec["nodeName"] = node
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "kube-system", "labels": {"k8s-app": app},
-                         "creationTimestamp": rfc3339(now_utc())},
+                         "creationTimestamp": rfc3339(now_utc()),
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner[0], "name": owner[1],
+                                              "controller": True}]},
             "spec": spec, "status": {"phase": "Pending"}}
 
 
@@ -65,12 +70,15 @@ def missing_system_pods(nodes: list[dict], pods: list[dict], provider: str, pull
         for app, components, host_network in daemonset_components(provider):
             if (app, name) not in present:
                 wanted.append(system_pod(app, components, host_network, name, f"{app}-{suffix(app + name)}",
-                                         pull_policy))
+                                         pull_policy, ("DaemonSet", app)))
     targets = [node["metadata"]["name"] for node in nodes if schedulable(node)]
     for app, components in DEPLOYMENTS:
         if app not in apps_present:
+            # A Deployment replaces an evicted replica under a new name, like its ReplicaSet would.
+            replica_set = f"{app}-{suffix(app, 10)[:9]}"
             wanted.append(system_pod(app, components, False, targets[0] if targets else None,
-                                     f"{app}-{suffix(app, 10)[:9]}-{suffix(app + 'replica')}", pull_policy))
+                                     f"{replica_set}-{suffix(app + str(now_utc()))}", pull_policy,
+                                     ("ReplicaSet", replica_set)))
     return wanted
 
 
