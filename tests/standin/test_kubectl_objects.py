@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -58,3 +59,34 @@ def test_cordon_drain_uncordon_like_kubectl(make_node):
     assert [p["spec"].get("nodeName") for p in coredns] == [None]
     assert node.ok("kubectl", "uncordon", "dr") == "node/dr uncordoned\n"
     assert node.ok("kubectl", "get", "nodes").splitlines()[1].split()[1] == "Ready"
+
+
+def test_backup_then_restore_on_a_fresh_node__contract_10(make_node):
+    source = start_controller(make_node("bk"))
+    source.ok("kubectl", "create", "namespace", "kept")
+    missing = source.k0s("backup", "--save-path", "/nope")
+    assert missing.returncode == 1 and "the save-path directory (/nope) does not exist" in missing.stderr
+    source.path("/backups").mkdir()
+    saved = source.ok("backup", "--save-path", "/backups")
+    archive = next(source.path("/backups").glob("k0s_backup_*.tar.gz"))
+    assert saved.strip() == f"Done! Backup saved to /backups/{archive.name}"
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"pki/ca.crt", "pki/ca.key", "k0s.yaml", "etcd-snapshot.db", "manifests"} <= names
+    source.ok("stop")
+    overlapping = source.k0s("restore", f"/backups/{archive.name}")
+    assert overlapping.returncode == 1 and "already exists and is not empty" in overlapping.stderr
+
+    target = make_node("rs")
+    target.path("/in").mkdir()
+    target.path("/etc/k0s").mkdir(parents=True)
+    (target.path("/in") / archive.name).write_bytes(archive.read_bytes())
+    target.ok("restore", f"/in/{archive.name}", "--config-out", "/etc/k0s/k0s.yaml")
+    assert target.path("/var/lib/k0s/pki/ca.key").read_bytes() == source.path("/var/lib/k0s/pki/ca.key").read_bytes()
+    assert "kind: ClusterConfig" in target.path("/etc/k0s/k0s.yaml").read_text()
+    target.knobs(ready_delay_seconds=0.3)
+    target.ok("install", "controller", "-c", "/etc/k0s/k0s.yaml")
+    target.ok("start")
+    target.api_port, target.join_port = source.api_port, source.join_port  # the archived k0s.yaml's ports
+    target.wait_ready()
+    assert target.ok("kubectl", "get", "namespace", "kept").splitlines()[1].split()[:2] == ["kept", "Active"]

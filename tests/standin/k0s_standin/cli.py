@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from .backup import cmd_backup, cmd_restore
 from .commands import cmd_airgap, cmd_config, cmd_kubeconfig, cmd_token
 from .common import VERSION, CliError
 from .controller import Controller
@@ -36,7 +37,7 @@ def cmd_version(args: list[str]) -> None:
 COMMANDS = {"version": cmd_version, "airgap": cmd_airgap, "config": cmd_config, "install": cmd_install,
             "start": cmd_start, "stop": cmd_stop, "status": cmd_status, "reset": cmd_reset, "token": cmd_token,
             "kubeconfig": cmd_kubeconfig, "controller": cmd_controller, "server": cmd_controller,
-            "worker": cmd_worker}
+            "worker": cmd_worker, "backup": cmd_backup, "restore": cmd_restore}
 
 
 def main(argv: list[str]) -> int:
