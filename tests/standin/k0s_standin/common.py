@@ -118,7 +118,7 @@ def parse_duration(text: str) -> float:
 # ---------------------------------------------------------------------------------------------------
 
 KNOB_DEFAULTS = {"ready_delay_seconds": 3.0, "refuse_first_joins": 0, "crash_at_start": False,
-                 "stop_heartbeats": False, "node_grace_seconds": 40.0, "heartbeat_seconds": 2.0,
+                 "stop_heartbeats": False, "node_grace_seconds": 40.0, "heartbeat_seconds": 10.0,
                  "retry_delay_scale": 1.0}
 
 
