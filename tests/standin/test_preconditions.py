@@ -1,13 +1,15 @@
 """A node is Ready only when its images can be had, and kube-system says why not (contract §9, issue 13 §6)."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import start_controller, wait_for
+from conftest import load_standin, start_controller, wait_for
 
 HERE = Path(__file__).resolve().parent
 V131_IMAGES = ["quay.io/k0sproject/calico-cni:v3.28.1-0", "quay.io/k0sproject/calico-kube-controllers:v3.28.1-0",
@@ -69,6 +71,8 @@ def test_egress_node_is_ready_with_the_kube_system_stack__contract_9(make_node):
     table = node.ok("kubectl", "get", "pods", "-n", "kube-system", "-o", "wide").splitlines()
     assert table[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] and "NODE" in table[0]
     assert all(" Running " in line and " eg " in line for line in table[1:])
+    events = json.loads(node.ok("kubectl", "get", "events", "-n", "kube-system", "-o", "json"))
+    assert events["items"] == []  # served so that kubectl-based diagnostics work, but the stand-in records none
 
 
 def test_no_images_and_no_egress_means_no_pod_sandbox__contract_9(make_node):
@@ -179,3 +183,18 @@ spec:
     node.ok("kubectl", "apply", "-f", "/tmp/pod.yaml")
     expected = "Running" if in_bundle else "ImagePullBackOff"
     wait_for(lambda: expected in node.ok("kubectl", "get", "pods"), 20, f"probe {expected}")
+
+
+def test_docker_save_archives_count_by_their_repo_tags__contract_9(make_node, monkeypatch, tmp_path):
+    images = load_standin(make_node("ds"), monkeypatch, "images")
+    archive = tmp_path / "saved.tar"
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": ["busybox:1.36", "quay.io/k0sproject/coredns:1.11.3"],
+                            "Layers": []}]).encode()
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    assert images.archive_images(str(archive)) == {"docker.io/library/busybox:1.36",
+                                                   "quay.io/k0sproject/coredns:1.11.3"}
+    (tmp_path / "junk").write_text("not an archive")
+    assert images.archive_images(str(tmp_path / "junk")) == set()
