@@ -130,11 +130,12 @@ def test_smoke_nodes_and_rbac_pass_with_junit(lab, tmp_path):
 
 
 def test_smoke_names_the_node_whose_heartbeats_stopped(lab, tmp_path):
-    set_knobs(LAB, "node1", {"node_grace_seconds": 8})
+    # The grace must outlast the kubelet's 10 s heartbeat, or healthy nodes flap NotReady between beats.
+    set_knobs(LAB, "node1", {"node_grace_seconds": 25})
     set_knobs(LAB, "node3", {"stop_heartbeats": True})
     report = tmp_path / "smoke.json"
     try:
-        time.sleep(15)
+        time.sleep(30)
         result = invoke("lab.smoke", "--only", "nodes", "--timeout", "20", "--json", str(report), "--lab", LAB,
                         check=False)
         assert result.returncode == 1

@@ -30,7 +30,7 @@ def two_vms():
 
 def test_controller_and_worker_join_over_the_lab_network(two_vms):
     cp, wk = two_vms["cp"], two_vms["wk"]
-    set_knobs(LAB, "cp", {"node_grace_seconds": 8})
+    set_knobs(LAB, "cp", {"node_grace_seconds": 25})  # longer than the 10 s heartbeat
     node_exec(LAB, "cp", f"mkdir -p /etc/k0s && k0s config create > /etc/k0s/k0s.yaml && "
               f"sed -i 's/address: .*/address: {cp}/' /etc/k0s/k0s.yaml && "
               "k0s config validate --config /etc/k0s/k0s.yaml")

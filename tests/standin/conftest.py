@@ -51,10 +51,15 @@ class Node:
         self.name = name
         self.api_port = free_port()
         self.join_port = free_port()
+        self.version: str | None = None  # the k0s version the stand-in reports on this node (default: its own)
+        self.give_egress()
 
     def env(self, **extra) -> dict:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("K0S_", "KUBECONFIG"))}
-        env.update(K0S_STANDIN_ROOT=str(self.root), K0S_STANDIN_ALLOW_NONROOT="1", **extra)
+        env.update(K0S_STANDIN_ROOT=str(self.root), K0S_STANDIN_ALLOW_NONROOT="1")
+        if self.version:
+            env["K0S_STANDIN_VERSION"] = self.version
+        env.update(extra)
         return env
 
     def k0s(self, *args: str, stdin: str | None = None, env: dict | None = None, timeout: float = 60,
@@ -75,6 +80,29 @@ class Node:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         return target
+
+    # Egress as the stand-in judges it on a node (contract §9): a default route, a nameserver, CA certificates.
+    DEFAULT_ROUTE = ("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+                     "eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+                     "eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")
+
+    def give_egress(self) -> None:
+        self.write("/proc/net/route", self.DEFAULT_ROUTE)
+        self.write("/etc/resolv.conf", "nameserver 192.168.0.1\n")
+        self.write("/etc/ssl/certs/ca-certificates.crt", "-----BEGIN CERTIFICATE-----\n")
+
+    def remove_default_route(self) -> None:
+        self.write("/proc/net/route", "".join(line + "\n" for line in self.DEFAULT_ROUTE.splitlines()
+                                              if "\t00000000\t0100A8C0" not in line))
+
+    def remove_ca_certificates(self) -> None:
+        """No registry TLS: the one egress condition an airgap lab lacks (it keeps its route and resolver)."""
+        self.path("/etc/ssl/certs/ca-certificates.crt").unlink()
+
+    def remove_egress(self) -> None:
+        self.remove_default_route()
+        self.write("/etc/resolv.conf", "")
+        self.remove_ca_certificates()
 
     def knobs(self, **values) -> None:
         self.write("/etc/k0s-standin.yaml", "".join(f"{key}: {json.dumps(value)}\n" for key, value in values.items()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import zipapp
@@ -29,12 +30,21 @@ def source_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def build(out: Path) -> Path:
-    """Write the zipapp to OUT (mode 0755), atomically, so a concurrent reader never sees half a file."""
+VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?\+k0s\.\d+$")
+
+
+def build(out: Path, version: str | None = None) -> Path:
+    """Write the zipapp to OUT (mode 0755), atomically, so a concurrent reader never sees half a file.
+    With VERSION, the binary reports that release instead of the stand-in's default."""
+    if version is not None and not VERSION_RE.match(version):
+        raise ValueError(f"{version!r} is not a k0s release tag; use one like v1.32.1+k0s.0")
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="k0s-standin-build-") as staging:
         shutil.copytree(PACKAGE, Path(staging) / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__"))
+        if version is not None:
+            (Path(staging) / PACKAGE.name / "_release.py").write_text(
+                f'"""Written by make-version."""\nRELEASE = "{version}"\n')
         partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
         zipapp.create_archive(staging, partial, interpreter=INTERPRETER, main=ENTRY_POINT)
         os.chmod(partial, 0o755)

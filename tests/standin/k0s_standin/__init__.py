@@ -19,7 +19,7 @@ can change them on a running node. Flat YAML map, every key optional:
     crash_at_start: true         # controller or worker process: log a line and exit 1 at start
     stop_heartbeats: true        # worker on this node: stop posting node status -> NotReady after grace
     node_grace_seconds: 40       # controller: heartbeat age after which a node turns NotReady (default 40)
-    heartbeat_seconds: 2         # worker on this node: seconds between node status posts (default 2)
+    heartbeat_seconds: 10        # worker on this node: seconds between status syncs (default 10, like the kubelet)
 
 Environment (host testing)
 --------------------------

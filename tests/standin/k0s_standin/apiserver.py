@@ -106,7 +106,9 @@ class ApiHandler(JsonHandler):
             if not controller.ready():
                 raise ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
             user = self.authenticate(controller)
-            self.send_body(*controller.api.handle(user, method, path, lambda: body))
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            code, answer = controller.api.handle(user, method, path, lambda: body, query)
+            self.send_body(code, answer, "text/plain" if isinstance(answer, str) else "application/json")
         except ApiError as exc:
             self.send_body(exc.code, exc.status())
 
@@ -153,7 +155,7 @@ class ApiLogic:
         self.controller = controller
         self.store = controller.store
 
-    def handle(self, user: User, method: str, path: str, body_reader) -> tuple[int, dict]:
+    def handle(self, user: User, method: str, path: str, body_reader, query: dict | None = None) -> tuple:
         if path == "/version":
             self.authorize(user, Request("get", path=path))
             return 200, self.version_info()
@@ -167,6 +169,10 @@ class ApiLogic:
             return 201, self.sign_csr(user, body_reader())
         if resource.plural == "nodes" and subresource == "status":
             return 200, self.node_status(name, body_reader())
+        if resource.plural == "pods" and subresource == "status":
+            return 200, self.pod_status(namespace, name, body_reader())
+        if resource.plural == "pods" and subresource == "log":
+            return 200, self.pod_log(namespace, name, query)
         if method == "GET" and name:
             return 200, self.decorate(resource, self.store.get(resource, namespace, name))
         if method == "GET":
@@ -226,6 +232,12 @@ class ApiLogic:
     def allowed(self, user: User, request: Request) -> bool:
         if "system:masters" in user.groups:
             return True
+        if "system:nodes" in user.groups and request.plural == "configmaps" and request.verb == "get":
+            return request.namespace == "kube-system" and request.name.startswith("worker-config-")
+        if "system:nodes" in user.groups and request.plural == "pods":
+            # The kubelet reads the pods and reports their status (the Node authorizer narrows this to its own).
+            return request.verb in ("get", "list", "watch") or (request.verb == "update"
+                                                                and request.subresource == "status")
         if "system:nodes" in user.groups and request.plural == "nodes":
             # The Node authorizer: a kubelet reads every node but writes only its own.
             own = user.name == f"system:node:{request.name}"
@@ -295,6 +307,36 @@ class ApiLogic:
         node["status"] = update.get("status", node.get("status", {}))
         self.store.heartbeat_seen[name] = time.monotonic()
         return self.store.put(resource, node, persist=False)
+
+    def pod_status(self, namespace: str, name: str, update: dict) -> dict:
+        resource = BY_PLURAL[("", "pods")]
+        pod = self.store.get(resource, namespace, name)
+        pod["status"] = update.get("status", pod.get("status", {}))
+        return self.store.put(resource, pod, persist=False)
+
+    def pod_log(self, namespace: str, name: str, query: dict) -> str:
+        """A container's log. The stand-in keeps only the crashed run's output (the termination message the
+        kubelet reports); a running container of the stand-in writes nothing."""
+        pod = self.store.get(BY_PLURAL[("", "pods")], namespace, name)
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        container = (query.get("container") or [""])[0]
+        status = next((s for s in statuses if s["name"] == container), statuses[0] if statuses else None)
+        if status is None or (container and status["name"] != container):
+            raise ApiError(400, "BadRequest", f'container "{container}" in pod "{name}" is not valid' if container
+                           else f'container in pod "{name}" is waiting to start: ContainerCreating')
+        waiting = status.get("state", {}).get("waiting")
+        terminated = status.get("lastState", {}).get("terminated")
+        if waiting and not terminated:
+            raise ApiError(400, "BadRequest", f'container "{status["name"]}" in pod "{name}" is waiting to start: '
+                                              f'{waiting.get("reason", "")}')
+        if (query.get("previous") or ["false"])[0] == "true" and not terminated:
+            raise ApiError(400, "BadRequest", f'previous terminated container "{status["name"]}" in pod "{name}" '
+                                              "not found")
+        lines = terminated["message"].splitlines() if terminated else []
+        tail = int((query.get("tailLines") or ["-1"])[0])
+        if tail >= 0:
+            lines = lines[len(lines) - tail:] if tail else []
+        return "".join(line + "\n" for line in lines)
 
     def decorate(self, resource: Resource, obj: dict) -> dict:
         """Nodes whose heartbeats stopped longer than the grace period read as NotReady (node lifecycle)."""

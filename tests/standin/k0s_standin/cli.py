@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from .commands import cmd_config, cmd_kubeconfig, cmd_token
+from .backup import cmd_backup, cmd_restore
+from .commands import cmd_airgap, cmd_config, cmd_kubeconfig, cmd_token
 from .common import VERSION, CliError
 from .controller import Controller
 from .flags import no_positionals, parse_flags
@@ -33,10 +34,10 @@ def cmd_version(args: list[str]) -> None:
     print(VERSION)
 
 
-COMMANDS = {"version": cmd_version, "config": cmd_config, "install": cmd_install, "start": cmd_start,
-            "stop": cmd_stop, "status": cmd_status, "reset": cmd_reset, "token": cmd_token,
+COMMANDS = {"version": cmd_version, "airgap": cmd_airgap, "config": cmd_config, "install": cmd_install,
+            "start": cmd_start, "stop": cmd_stop, "status": cmd_status, "reset": cmd_reset, "token": cmd_token,
             "kubeconfig": cmd_kubeconfig, "controller": cmd_controller, "server": cmd_controller,
-            "worker": cmd_worker}
+            "worker": cmd_worker, "backup": cmd_backup, "restore": cmd_restore}
 
 
 def main(argv: list[str]) -> int:

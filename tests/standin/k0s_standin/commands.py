@@ -7,8 +7,9 @@ import sys
 import time
 
 from .client import ClientError, HttpsClient, api_error_text
-from .common import BOOTSTRAP_SECRET_TYPE, PKI_DIR, RESERVED_CERT_NAMES, CliError, parse_duration, read_text, write_file
+from .common import BOOTSTRAP_SECRET_TYPE, PKI_DIR, CliError, parse_duration, read_text, write_file
 from .config import api_url, default_config, load_config
+from .images import list_images
 from .flags import no_positionals, parse_flags
 from .kubectl import format_table
 from .pki import ClusterCA, pem_cert, pem_key
@@ -43,6 +44,16 @@ def cmd_config(args: list[str]) -> None:
         load_config(opts["config"])
     else:
         raise CliError(f'unknown command "{sub}" for "k0s config"')
+
+
+def cmd_airgap(args: list[str]) -> None:
+    """`k0s airgap list-images [--all] [-c CONFIG]` (k0s cmd/airgap/listimages.go): one reference a line."""
+    if (args[:1] or [""])[0] != "list-images":
+        raise CliError(f'unknown command "{(args[:1] or [""])[0]}" for "k0s airgap"')
+    opts, positionals = parse_flags(args[1:], {"all": "bool", "config": "str", "debug": "bool"}, {"c": "config"})
+    no_positionals(positionals, "k0s airgap list-images")
+    for reference in list_images(load_config(opts.get("config")), bool(opts.get("all"))):
+        print(reference)
 
 
 def node_config(opts: dict) -> dict:
@@ -202,9 +213,11 @@ def cmd_kubeconfig(args: list[str]) -> None:
         user = positionals[0]
         if not user:
             raise CliError("username cannot be empty")
-        if user in RESERVED_CERT_NAMES or "/" in user or user in (".", ".."):
-            raise CliError(f'refusing to create a kubeconfig for "{user}": the name is used by a k0s certificate '
-                           f"in {PKI_DIR} or is not a valid file name")
+        # No reserved names (k0s cmd/kubeconfig/create.go): pkg/certificate/manager.go EnsureCertificate
+        # rewrites pki/<name>.crt/.key whenever the existing pair was issued by kubernetes-ca, so "admin"
+        # overwrites k0s's own admin certificate. Only a name that is no file name fails, on the write.
+        if "/" in user or user in (".", ".."):
+            raise CliError(f"failed generate user certificate: open {PKI_DIR}/{user}.key: no such file or directory")
         context = opts.get("context-name", "k0s")
         if not context:
             raise CliError("context-name cannot be empty")

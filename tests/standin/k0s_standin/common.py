@@ -11,7 +11,11 @@ import tempfile
 from .yamlsubset import YamlError, yaml_load
 
 
-VERSION = os.environ.get("K0S_STANDIN_VERSION", "v1.31.1+k0s.0")
+try:  # a binary made by make-version carries its version in _release.py
+    from ._release import RELEASE
+except ImportError:
+    RELEASE = "v1.31.1+k0s.0"
+VERSION = os.environ.get("K0S_STANDIN_VERSION", RELEASE)
 ROOT = os.environ.get("K0S_STANDIN_ROOT", "")
 HOST_MODE = bool(ROOT)
 
@@ -28,9 +32,6 @@ KNOB_FILE = "/etc/k0s-standin.yaml"
 UNIT_DIR = "/etc/systemd/system"
 HOST_MODE_LOG = "/var/log/k0s.log"
 
-# Certificate names k0s keeps for itself in pki/ (contract §2); "ca" would overwrite the cluster CA.
-RESERVED_CERT_NAMES = {"admin", "server", "scheduler", "ccm", "konnectivity", "k0s-api",
-                       "front-proxy-client", "apiserver-kubelet-client", "etcd", "ca"}
 BOOTSTRAP_TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 BOOTSTRAP_SECRET_TYPE = "bootstrap.kubernetes.io/token"
 CONTAINER_RUNTIME = "containerd://1.7.22"
@@ -49,6 +50,12 @@ def kube_version() -> str:
     """The Kubernetes version inside the k0s version: v1.31.1+k0s.0 -> v1.31.1+k0s."""
     base, plus, _ = VERSION.partition("+")
     return base + "+k0s" if plus else base
+
+
+def version_at_least(major: int, minor: int) -> bool:
+    """Whether the version the stand-in reports is vMAJOR.MINOR or newer (for behaviour that changed)."""
+    found = re.match(r"v(\d+)\.(\d+)", VERSION)
+    return bool(found) and (int(found.group(1)), int(found.group(2))) >= (major, minor)
 
 
 def now_utc() -> dt.datetime:
@@ -111,7 +118,8 @@ def parse_duration(text: str) -> float:
 # ---------------------------------------------------------------------------------------------------
 
 KNOB_DEFAULTS = {"ready_delay_seconds": 3.0, "refuse_first_joins": 0, "crash_at_start": False,
-                 "stop_heartbeats": False, "node_grace_seconds": 40.0, "heartbeat_seconds": 2.0}
+                 "stop_heartbeats": False, "node_grace_seconds": 40.0, "heartbeat_seconds": 10.0,
+                 "retry_delay_scale": 1.0}
 
 
 def knob(name: str):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import socket
 import ssl
@@ -13,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .apiserver import ApiHandler, ApiLogic, JoinApiHandler, TLSServer
+from .common import version_at_least
 from .common import (
     BOOTSTRAP_SECRET_TYPE,
     BOOTSTRAP_TOKEN_RE,
@@ -41,6 +43,8 @@ from .rbac import BY_KIND, BY_PLURAL, User
 from .status import process_status, serve_status
 from .store import ApiError, Store, secret_values
 from .tokens import b64, make_kubeconfig
+from .images import minor, release_images
+from .workloads import bind_target, missing_system_pods
 from .worker import WorkerAgent, wait_for_signal
 from .yamlsubset import YamlError, yaml_load_all
 
@@ -122,6 +126,12 @@ class Controller:
         self.ca = ClusterCA.ensure()
         self.write_admin_conf()
         self.store = Store()
+        # The worker profile workers of this minor load before they start (k0s pkg/component/controller/
+        # workerconfig/reconciler.go, `worker-config-<profile>-<minor>`).
+        self.store.put(BY_PLURAL[("", "configmaps")], {
+            "metadata": {"name": f"worker-config-default-{minor()}", "namespace": "kube-system"},
+            "data": {"pauseImage": json.dumps({"image": release_images()["pause"].rsplit(":", 1)[0],
+                                               "version": release_images()["pause"].rsplit(":", 1)[1]})}})
         self.api = ApiLogic(self)
         self.apply_manifests()
 
@@ -139,11 +149,19 @@ class Controller:
             cert_pem, key_pem = pem_cert(cert), pem_key(key)
             write_file(PKI_DIR + "/admin.key", key_pem, 0o600)
             write_file(PKI_DIR + "/admin.crt", cert_pem, 0o644)
-        port = self.config["spec"]["api"]["port"]
         write_file(PKI_DIR + "/admin.conf",
-                   make_kubeconfig(f"https://localhost:{port}", self.ca.cert_pem, "user",
+                   make_kubeconfig(self.admin_server(), self.ca.cert_pem, "user",
                                    {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)},
                                    cluster="local", context="Default"), 0o600)
+
+    def admin_server(self) -> str:
+        """admin.conf's server: spec.api.address up to v1.31, localhost from v1.32 unless onlyBindToAddress
+        (k0s cmd/controller/certificates.go; pkg/apis/k0s/v1beta1/api.go LocalURL)."""
+        api = self.config["spec"]["api"]
+        if version_at_least(1, 32) and not api.get("onlyBindToAddress"):
+            return f"https://localhost:{api['port']}"
+        host = f"[{api['address']}]" if ":" in api["address"] else api["address"]
+        return f"https://{host}:{api['port']}"
 
     def server_context(self, name: str, client_ca: bool) -> ssl.SSLContext:
         api = self.config["spec"]["api"]
@@ -228,10 +246,28 @@ class Controller:
                                            secret["metadata"]["name"])
                     log("tokencleaner", "info", f"deleted expired bootstrap token {secret['metadata']['name']}")
 
+    def reconcile_pods(self) -> None:
+        """k0s's kube-system stack per node, and the scheduler's binding of pods without a node."""
+        nodes = self.store.list(BY_PLURAL[("", "nodes")])
+        pods_resource = BY_PLURAL[("", "pods")]
+        pods = self.store.list(pods_resource)
+        spec = self.config["spec"]
+        provider = (spec.get("network") or {}).get("provider") or "kuberouter"
+        pull_policy = (spec.get("images") or {}).get("default_pull_policy") or "IfNotPresent"
+        for pod in missing_system_pods(nodes, pods, provider, pull_policy):
+            with_ignored_api_error(lambda new=pod: self.store.put(pods_resource, new, create=True))
+        unbound = [pod for pod in pods if not pod.get("spec", {}).get("nodeName")]
+        for index, pod in enumerate(unbound):
+            target = bind_target(nodes, index)
+            if target is not None:
+                pod["spec"]["nodeName"] = target
+                with_ignored_api_error(self.store.put, pods_resource, pod)
+
     def housekeeping(self, stop: threading.Event) -> None:
         while not stop.wait(2):
             self.apply_manifests()
             self.remove_expired_tokens()
+            self.reconcile_pods()
 
     def start_embedded_worker(self, stop: threading.Event) -> None:
         """--enable-worker / --single: the node registers itself with a kubelet certificate from the CA."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.parse
 
 from .client import ClientError, HttpsClient, api_error_text
 from .common import PKI_DIR, CliError, host_path, now_utc, parse_rfc3339, read_text
@@ -70,6 +71,21 @@ def node_roles(node: dict) -> str:
     return ",".join(roles) or "<none>"
 
 
+def pod_status_text(pod: dict) -> str:
+    """kubectl's STATUS column: an init container's waiting reason as Init:<reason>, else a container's
+    waiting reason, else the phase."""
+    status = pod.get("status", {})
+    for init in status.get("initContainerStatuses") or []:
+        reason = init.get("state", {}).get("waiting", {}).get("reason")
+        if reason and reason != "PodInitializing":
+            return f"Init:{reason}"
+    for container in status.get("containerStatuses") or []:
+        reason = container.get("state", {}).get("waiting", {}).get("reason")
+        if reason:
+            return reason
+    return status.get("phase", "Pending")
+
+
 def table_rows(resource: Resource, items: list[dict], wide: bool) -> list[list[str]]:
     if resource.plural == "nodes":
         header = ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
@@ -87,9 +103,23 @@ def table_rows(resource: Resource, items: list[dict], wide: bool) -> list[list[s
                         info_.get("containerRuntimeVersion", "")]
             rows.append(row)
         return rows
+    if resource.plural == "pods":
+        header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+        if wide:
+            header += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+        rows = [header]
+        for pod in items:
+            statuses = pod.get("status", {}).get("containerStatuses") or []
+            ready = sum(1 for s in statuses if s.get("ready"))
+            row = [pod["metadata"]["name"], f"{ready}/{len(pod.get('spec', {}).get('containers') or [])}",
+                   pod_status_text(pod), str(sum(s.get("restartCount", 0) for s in statuses)), age_of(pod)]
+            if wide:
+                row += [pod.get("status", {}).get("podIP") or "<none>", pod.get("spec", {}).get("nodeName") or "<none>",
+                        "<none>", "<none>"]
+            rows.append(row)
+        return rows
     columns = {
         "namespaces": (["STATUS", "AGE"], lambda o: ["Active", age_of(o)]),
-        "pods": (["READY", "STATUS", "RESTARTS", "AGE"], lambda o: ["0/1", "Pending", "0", age_of(o)]),
         "clusterroles": (["CREATED AT"], lambda o: [o["metadata"].get("creationTimestamp", "")]),
         "roles": (["CREATED AT"], lambda o: [o["metadata"].get("creationTimestamp", "")]),
         "clusterrolebindings": (["ROLE", "AGE"], lambda o: [f"{o.get('roleRef', {}).get('kind')}/"
@@ -107,8 +137,10 @@ class Kubectl:
     FLAGS = {"kubeconfig": "str", "namespace": "str", "all-namespaces": "bool", "output": "str", "raw": "str",
              "filename": "list", "ignore-not-found": "bool", "for": "str", "timeout": "str", "all": "bool",
              "request-timeout": "str", "context": "str", "v": "str", "wait": "bool", "quiet": "bool",
-             "show-labels": "bool"}
-    SHORT = {"n": "namespace", "A": "all-namespaces", "o": "output", "f": "filename", "q": "quiet"}
+             "show-labels": "bool", "previous": "bool", "tail": "str", "container": "str",
+             "ignore-daemonsets": "bool", "delete-emptydir-data": "bool", "force": "bool", "grace-period": "str"}
+    SHORT = {"n": "namespace", "A": "all-namespaces", "o": "output", "f": "filename", "q": "quiet", "p": "previous",
+             "c": "container"}
 
     def __init__(self, args: list[str]):
         try:
@@ -159,9 +191,12 @@ class Kubectl:
 
     def run(self) -> int:
         if not self.words:
-            raise KubectlExit(1, "error: you must specify a command (get, apply, delete, auth)")
+            raise KubectlExit(1, "error: you must specify a command "
+                                 "(get, apply, create, delete, auth, logs, cordon, drain)")
         command, rest = self.words[0], self.words[1:]
-        handler = {"get": self.get, "apply": self.apply, "delete": self.delete, "auth": self.auth}.get(command)
+        handler = {"get": self.get, "apply": self.apply, "create": self.create, "delete": self.delete,
+                   "auth": self.auth, "logs": self.logs, "cordon": self.cordon, "uncordon": self.uncordon,
+                   "drain": self.drain}.get(command)
         if handler is None:
             raise KubectlExit(1, f'error: unknown command "{command}" for "kubectl"')
         return handler(rest)
@@ -220,6 +255,22 @@ class Kubectl:
         sys.stdout.write(format_table(rows))
         return 0
 
+    def logs(self, rest: list[str]) -> int:
+        if len(rest) != 1:
+            raise KubectlExit(1, "error: expected 'logs [-f] [-p] (POD | TYPE/NAME) [-c CONTAINER]'.")
+        query = {"previous": "true"} if self.opts.get("previous") else {}
+        if self.opts.get("container"):
+            query["container"] = self.opts["container"]
+        if self.opts.get("tail") not in (None, "-1"):
+            query["tailLines"] = self.opts["tail"]
+        path = BY_PLURAL[("", "pods")].path(self.namespace, rest[0].removeprefix("pod/")) + "/log"
+        code, payload = self.call("GET", path + ("?" + urllib.parse.urlencode(query) if query else ""))
+        if code >= 300:
+            raise KubectlExit(1, api_error_text(code, payload))
+        sys.stdout.buffer.write(payload)
+        sys.stdout.flush()
+        return 0
+
     def documents(self) -> list[tuple[str, dict]]:
         found = []
         for source in self.opts.get("filename", []):
@@ -228,7 +279,10 @@ class Kubectl:
             except OSError as exc:
                 raise KubectlExit(1, f'error: the path "{source}" does not exist') from exc
             try:
-                found += [(source, doc) for doc in yaml_load_all(text) if isinstance(doc, dict)]
+                for doc in yaml_load_all(text):
+                    # A v1 List (what `kubectl create -f -` is often fed) stands for its items.
+                    items = doc.get("items", []) if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+                    found += [(source, item) for item in items if isinstance(item, dict)]
             except YamlError as exc:
                 raise KubectlExit(1, f'error: error parsing {source}: error converting YAML to JSON: yaml: {exc}') \
                     from exc
@@ -248,6 +302,84 @@ class Kubectl:
         if resource.namespaced:
             namespace = document.setdefault("metadata", {}).setdefault("namespace", self.namespace)
         return resource, namespace, name
+
+    def set_unschedulable(self, rest: list[str], value: bool) -> str:
+        if len(rest) != 1:
+            raise KubectlExit(1, "error: USAGE: cordon NODE [flags]" if value else "error: USAGE: uncordon NODE")
+        nodes = BY_PLURAL[("", "nodes")]
+        node = self.call_ok("GET", nodes.path(name=rest[0]))
+        word = "cordoned" if value else "uncordoned"
+        if bool(node.get("spec", {}).get("unschedulable")) == value:
+            return f"node/{rest[0]} already {word}"
+        node.setdefault("spec", {})["unschedulable"] = value
+        if not value:
+            node["spec"].pop("unschedulable")
+        self.call_ok("PUT", nodes.path(name=rest[0]), node)
+        return f"node/{rest[0]} {word}"
+
+    def cordon(self, rest: list[str]) -> int:
+        print(self.set_unschedulable(rest, True))
+        return 0
+
+    def uncordon(self, rest: list[str]) -> int:
+        print(self.set_unschedulable(rest, False))
+        return 0
+
+    def drain(self, rest: list[str]) -> int:
+        """Cordon, then evict every pod of the node but DaemonSet ones (kubectl's drain refusals included)."""
+        pods_resource = BY_PLURAL[("", "pods")]
+        pods = [pod for pod in self.call_ok("GET", pods_resource.path())["items"]
+                if rest and pod.get("spec", {}).get("nodeName") == rest[0]]
+        print(self.set_unschedulable(rest, True))
+        owners = {f"{p['metadata']['namespace']}/{p['metadata']['name']}":
+                  next((o["kind"] for o in p["metadata"].get("ownerReferences", []) if o.get("controller")), None)
+                  for p in pods}
+        daemons = sorted(name for name, kind in owners.items() if kind == "DaemonSet")
+        bare = sorted(name for name, kind in owners.items() if kind is None)
+        problems = []
+        if daemons and not self.opts.get("ignore-daemonsets"):
+            problems.append("cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): "
+                            + ", ".join(daemons))
+        if bare and not self.opts.get("force"):
+            problems.append("cannot delete Pods that declare no controller (use --force to override): "
+                            + ", ".join(bare))
+        if problems:
+            raise KubectlExit(1, f"error: unable to drain node \"{rest[0]}\" due to error: " + ", ".join(problems)
+                              + ", continuing command...\nThere are pending nodes to be drained:\n " + rest[0])
+        if daemons:
+            print("Warning: ignoring DaemonSet-managed Pods: " + ", ".join(daemons), file=sys.stderr)
+        for name, kind in sorted(owners.items()):
+            if kind == "DaemonSet":
+                continue
+            namespace, pod = name.split("/", 1)
+            print(f"evicting pod {name}")
+            code, payload = self.call("DELETE", pods_resource.path(namespace, pod))
+            if code >= 300 and code != 404:
+                raise KubectlExit(1, api_error_text(code, payload))
+            print(f"pod/{pod} evicted")
+        print(f"node/{rest[0]} drained")
+        return 0
+
+    def create(self, rest: list[str]) -> int:
+        """`create namespace NAME` or `create -f FILE|-`: like kubectl, an existing object is an error."""
+        if rest[:1] in (["namespace"], ["ns"]):
+            if len(rest) != 2:
+                raise KubectlExit(1, "error: exactly one NAME is required, got " + str(len(rest) - 1))
+            documents = [("", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": rest[1]}})]
+        elif rest:
+            raise KubectlExit(1, f'error: unknown command "{rest[0]}" for "kubectl create"')
+        else:
+            documents = self.documents()
+        failed = False
+        for source, document in documents:
+            resource, namespace, name = self.mapped(source, document)
+            code, payload = self.call("POST", resource.path(namespace), document)
+            if code >= 300:
+                print(api_error_text(code, payload), file=sys.stderr)
+                failed = True
+                continue
+            print(f"{resource.singular_qualified}/{json.loads(payload)['metadata']['name']} created")
+        return 1 if failed else 0
 
     def apply(self, _rest: list[str]) -> int:
         for source, document in self.documents():

@@ -8,6 +8,7 @@ import socket
 
 from .common import CONTAINER_RUNTIME, CliError, host_path, kube_version, now_utc, rfc3339
 from .config import first_ipv4
+from .kubelet import NOT_READY_MESSAGE
 
 
 def node_arch() -> str:
@@ -73,9 +74,9 @@ class NodeIdentity:
         return {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": self.name, "labels": self.labels},
                 "spec": {"taints": self.taints} if self.taints else {},
-                "status": self.status()}
+                "status": self.status(False)}
 
-    def status(self) -> dict:
+    def status(self, network_ready: bool) -> dict:
         stamp = rfc3339(now_utc())
 
         def condition(kind, status, reason, message):
@@ -89,7 +90,8 @@ class NodeIdentity:
                           "kubelet has sufficient memory available"),
                 condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                 condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                condition("Ready", "True", "KubeletReady", "kubelet is posting ready status") if network_ready
+                else condition("Ready", "False", "KubeletNotReady", NOT_READY_MESSAGE),
             ],
             "addresses": [{"type": "InternalIP", "address": self.ip}, {"type": "Hostname", "address": self.name}],
             "nodeInfo": {"architecture": node_arch(), "operatingSystem": "linux", "osImage": os_image(),

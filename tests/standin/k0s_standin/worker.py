@@ -27,11 +27,16 @@ from .common import (
     with_ignored_oserror,
     write_file,
 )
+from .images import minor, release_images
+from .kubelet import CNI_COMPONENT, NodeFacts, pod_status
 from .node import NodeIdentity
 from .pki import pem_key, x509_name
 from .rbac import BY_PLURAL
 from .status import process_status, serve_status
 from .tokens import Kubeconfig, b64, decode_join_token, make_kubeconfig
+
+
+BOOTSTRAP_ATTEMPTS = 10  # retry-go's default, used by k0s's worker bootstrap
 
 
 class WorkerAgent:
@@ -43,19 +48,41 @@ class WorkerAgent:
         self.token_kubeconfig = token_kubeconfig
         self.credentials = credentials  # (server, ca_pem, cert_pem, key_pem) once the node has a client cert
         self.probe = {"Message": "", "Success": False}
+        self.facts = NodeFacts()  # the bundles present now, when k0s starts on this node
+        self.network_ready = False
+        self.gave_up = False  # bootstrapping failed BOOTSTRAP_ATTEMPTS times: the process exits
+        self.registered_once = False
 
     def run(self) -> None:
-        backoff = 0.5
+        """Join, load the worker profile, register, heartbeat. Until the first registration every failure
+        counts: after BOOTSTRAP_ATTEMPTS, with retry-go's default backoff (1 s doubling: about 8.5 minutes),
+        the worker gives up and exits (k0s pkg/component/worker/utils.go, config/loader.go); systemd starts
+        it again after RestartSec=10. The knob retry_delay_scale shortens the delays for tests. Later
+        failures are retried without end."""
+        backoff, bootstrap_failures = 0.5, 0
         while not self.stop.is_set():
+            delay = backoff
             try:
                 if self.credentials is None:
                     self.credentials = self.load_kubelet_conf() or self.bootstrap()
+                if not self.registered_once:
+                    self.load_worker_profile()
                 self.register()
+                self.registered_once = True
                 backoff = 0.5
                 self.heartbeat_until_error()
             except ClientError as exc:
+                if not self.registered_once and self.token_kubeconfig is not None:
+                    bootstrap_failures += 1
+                    if bootstrap_failures >= BOOTSTRAP_ATTEMPTS:
+                        self.probe = {"Message": str(exc), "Success": False}
+                        log("kubelet", "error", f"giving up after {BOOTSTRAP_ATTEMPTS} attempts: {exc}")
+                        self.gave_up = True
+                        self.stop.set()
+                        return
+                    delay = 2.0 ** (bootstrap_failures - 1) * knob("retry_delay_scale")
                 self.report_failure(str(exc))
-            if self.stop.wait(backoff):
+            if self.stop.wait(delay):
                 return
             backoff = min(backoff * 2, 4.0)
 
@@ -114,6 +141,15 @@ class WorkerAgent:
         if code >= 300:
             raise ClientError(f"{what}: {api_error_text(code, body)}")
 
+    def load_worker_profile(self) -> None:
+        """The worker's profile ConfigMap, named for its own Kubernetes minor (k0s pkg/component/worker/config/
+        loader.go): a controller of another minor has none, so such a worker never starts."""
+        name = f"worker-config-default-{minor()}"
+        code, body = self.client().request("GET", BY_PLURAL[("", "configmaps")].path("kube-system", name))
+        if code == 404:
+            raise ClientError(f"failed to load configuration for worker profile: configmaps \"{name}\" not found")
+        self.check(code, body, "failed to load configuration for worker profile")
+
     def register(self) -> None:
         nodes = BY_PLURAL[("", "nodes")]
         node = self.identity.node_object()
@@ -142,12 +178,46 @@ class WorkerAgent:
             if stopped_logged:
                 log("kubelet", "info", "stop_heartbeats cleared: posting node status again")
                 stopped_logged = False
+            self.sync_pods()
             code, body = self.client().request("PUT", BY_PLURAL[("", "nodes")].path(name=self.identity.name) +
-                                               "/status", {"status": self.identity.status()})
+                                               "/status", {"status": self.identity.status(self.network_ready)})
             if code == 404:
                 raise ClientError(f'node "{self.identity.name}" not found; registering again')
             self.check(code, body, "error updating node status")
             self.probe = {"Message": "", "Success": True}
+
+    def sync_pods(self) -> None:
+        """Report the status of every pod bound to this node; the node's network is ready once its CNI runs."""
+        pods = BY_PLURAL[("", "pods")]
+        client = self.client()
+        code, body = client.request("GET", pods.path())
+        self.check(code, body, "failed to list pods")
+        pause = release_images()["pause"]
+        mine = [pod for pod in json.loads(body)["items"] if pod.get("spec", {}).get("nodeName") == self.identity.name]
+        cni = [pod for pod in mine if pod["metadata"].get("labels", {}).get("k8s-app") == CNI_COMPONENT]
+        cni_status = [pod_status(self.facts, pod, pause, False) for pod in cni]
+        self.network_ready = any(status["conditions"][-1]["status"] == "True" for status in cni_status)
+        for pod in mine:
+            status = pod_status(self.facts, pod, pause, self.network_ready)
+            status["hostIP"] = self.identity.ip
+            if pod.get("spec", {}).get("hostNetwork"):
+                status["podIP"] = self.identity.ip
+            if without_times(status) == without_times(pod.get("status", {})):
+                continue  # like the kubelet's status manager: post only changes
+            pod["status"] = status
+            code, body = client.request("PUT", pods.path(namespace=pod["metadata"]["namespace"],
+                                                         name=pod["metadata"]["name"]) + "/status", pod)
+            if code != 404:  # deleted meanwhile
+                self.check(code, body, "failed to update pod status")
+
+
+def without_times(value):
+    """A pod status without its timestamps, to tell a real change from the clock moving on."""
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if not k.endswith(("Time", "At"))}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
 
 
 def read_token_file(path: str) -> str:
@@ -204,5 +274,7 @@ def run_worker(opts: dict) -> None:
     finally:
         status.server_close()
         with_ignored_oserror(os.unlink, host_path(STATUS_SOCKET))
+    if agent.gave_up:
+        raise CliError("failed to bootstrap client configuration: " + agent.probe["Message"])
 
 
