@@ -31,10 +31,11 @@ def _lab(name: str):
     "provider": "libvirt (default) or vagrant",
     "box": "with --provider vagrant: a public Vagrant box instead of k0slab's own image (needs internet)",
     "dry_run": "print the plan (phases, nodes, IPs, k0s.yaml) and create nothing",
+    "egress": "nat (default: nodes reach registries through NAT) or none (images only from airgap bundles)",
 })
 @friendly
 def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0s_binary=None, arch=None,
-           cpus=None, memory=None, disk=None, provider=None, box=None, dry_run=False):
+           cpus=None, memory=None, disk=None, provider=None, box=None, dry_run=False, egress=None):
     """Bring up a k0s cluster in VMs: node1 controller+worker, the others workers. Safe to re-run."""
     from k0slab.cluster.lab import UpOptions
     from k0slab.core.profile import load_profile, with_overrides
@@ -46,7 +47,7 @@ def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0
     chosen = with_overrides(
         load_profile(profile), nodes=nodes, arch=arch,
         cpus=cpus, memory=memory, disk=disk, k0s_version=k0s_version,
-        provider=provider, box=box,
+        provider=provider, box=box, egress=egress,
     )
     binary = Path(k0s_binary).expanduser() if k0s_binary else None
     _lab(lab).up(UpOptions(profile=chosen, k0s_binary=binary, dry_run=dry_run), ui.progress)

@@ -35,7 +35,7 @@ from k0slab.cluster.k0s import bootstrap
 from k0slab.cluster.k0s import release
 from k0slab.cluster.k0s import token, versions
 from k0slab.cluster.k0s.config import CONFIG_PATH, cluster_config, render
-from k0slab.vms.network import allocate_subnet, node_ip
+from k0slab.vms.network import allocate_subnet, node_ip, node_kernel_args
 from k0slab.core.phases import Phase, PhaseManager
 from k0slab.core.profile import CONTROLLER_ROLES, NodeSpec, Profile
 from k0slab.vms.remote import RemoteCommandError
@@ -117,6 +117,7 @@ class Lab:
                                                          avoid_subnets=avoid)
             state.profile, state.provider, state.box = profile.name, profile.provider, profile.box
             state.profile_spec = json.loads(profile.model_dump_json())
+            state.egress = profile.egress
             for spec in profile.nodes:
                 if spec.name in state.nodes:
                     # VMs made with vm.launch join the cluster in the role the profile gives them.
@@ -399,6 +400,11 @@ class Lab:
         else:
             for arch in {profile.node_arch(n) for n in profile.nodes}:
                 release.check_local_binary(options.k0s_binary, arch)
+        if existing is not None and existing.nodes and existing.egress != profile.egress:
+            raise K0slabError(
+                f"lab {self.name!r} has egress {existing.egress}, not {profile.egress}: its network is made",
+                f"use --egress {existing.egress}, another --lab name, or remove it: invoke lab.down --lab {self.name}",
+            )
         if existing is not None:
             for spec in profile.nodes:
                 have = existing.nodes.get(spec.name)
@@ -442,7 +448,7 @@ class Lab:
                 f"  {spec.name:<8} {spec.role:<18} {profile.node_arch(spec):<6} {profile.node_cpus(spec)} CPU "
                 f"{profile.node_memory(spec):>5} {profile.node_disk(spec):>5}  {ip}  ({note})"
             )
-        progress("k0s.yaml:\n" + render(cluster_config(controller_ip, profile.k0s)))
+        progress("k0s.yaml:\n" + render(_k0s_config(profile, controller_ip)))
 
     # --- phases ------------------------------------------------------------------------------
     def _phases(self, run: _Run | None, progress: Progress) -> list[Phase]:
@@ -536,7 +542,8 @@ class Lab:
             run.new_nodes.append(vmmod.plan_node(state, _vm_request(profile, spec)))
             state.nodes[spec.name] = run.new_nodes[-1]
         disks = {arch: (str(path),) for arch, path in run.binary_disks.items()}
-        vmmod.create_nodes(self.dir, state, run.new_nodes, self.backend, progress, profile.kernel_args, disks)
+        cmdline = f"{node_kernel_args(state)} {profile.kernel_args}".strip()
+        vmmod.create_nodes(self.dir, state, run.new_nodes, self.backend, progress, cmdline, disks)
         for node in state.nodes.values():
             if node not in run.new_nodes and self.backend.vm_state(state, node) != "Running":
                 progress(f"    {node.name} was {self.backend.vm_state(state, node)}: starting it")
@@ -588,7 +595,7 @@ class Lab:
         nodes = self._wanted_nodes(run)
         versions = dict(zip((n.name for n in nodes), self._parallel(nodes, push), strict=True))
         controller = self._controller_node(run.state)
-        config = cluster_config(controller.ip, run.options.profile.k0s)
+        config = _k0s_config(run.options.profile, controller.ip)
         self._on(controller, lambda ssh: bootstrap.place_config(ssh, render(config)))
         run.state.cni = config["spec"].get("network", {}).get("provider", "kuberouter")
         # What the binary says, not what was asked: a local binary has no tag of its own.
@@ -743,6 +750,10 @@ class Lab:
         for node in sorted(state.nodes.values(), key=lambda n: n.index):
             progress(f"    {node.name:<8} {node.role:<18} {node.arch:<6} {node.ip}")
         progress(f"lab {self.name} is ready: export KUBECONFIG={self.dir.kubeconfig}")
+
+
+def _k0s_config(profile: Profile, controller_ip: str) -> dict[str, Any]:
+    return cluster_config(controller_ip, profile.k0s, telemetry=profile.telemetry, pull_never=profile.egress == "none")
 
 
 def _vm_request(profile: Profile, spec: NodeSpec) -> vmmod.VMRequest:

@@ -119,6 +119,11 @@ class Profile(BaseModel):
     kernel_args: str = ""
     image: str = "debian-12"
     k0s_version: str | None = None
+    # nat: nodes reach registries through libvirt's NAT; none: no way out, so every image comes
+    # from an airgap bundle (k0s-facts §9).
+    egress: Literal["nat", "none"] = "nat"
+    # k0s reports usage to the k0s project by default (k0s-facts §5); a lab does not unless asked.
+    telemetry: bool = False
     defaults: NodeDefaults = Field(default_factory=NodeDefaults)
     nodes: list[NodeSpec]
     k0s: dict[str, Any] = Field(default_factory=dict)
@@ -334,6 +339,7 @@ def with_overrides(
     profile: Profile, *, nodes: int | None = None, arch: str | None = None, cpus: int | None = None,
     memory: str | None = None, disk: str | None = None, k0s_version: str | None = None,
     provider: str | None = None, box: str | None = None, kernel_args: str | None = None,
+    egress: str | None = None,
 ) -> Profile:
     """Apply command-line flags: --nodes N keeps the profile's controller and fills with workers."""
     data = profile.model_dump()
@@ -366,4 +372,6 @@ def with_overrides(
         data["box"] = box
     if kernel_args is not None:
         data["kernel_args"] = kernel_args
+    if egress is not None:
+        data["egress"] = egress
     return parse_profile(data, "command line")

@@ -56,6 +56,7 @@ class LabState(BaseModel):
     # sha256 of the lab.backup file this lab was restored from: lab.restore may resume it, no other.
     restored_from: str | None = None
     cni: str = "kuberouter"
+    egress: str = "nat"  # "nat" or "none": whether the lab network forwards to the outside
     join_token_id: str | None = None
     nodes: dict[str, NodeState] = Field(default_factory=dict)
     # Set when lab.up finished: a re-run with the same request only checks readiness.

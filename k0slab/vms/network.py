@@ -2,9 +2,16 @@
 
 Each lab gets its own /24 from 10.213.0.0/16 with DHCP reservations (MAC -> IP), so every
 node's address is known in advance and labs never share a subnet, bridge or MAC.
+
+Nodes need a default route, a resolver and (for registries) a way out before k0s can become
+Ready (k0s-facts §9). With egress `nat` libvirt masquerades the lab subnet and its dnsmasq hands
+out the bridge address as router and DNS server. With egress `none` the forwarding is dropped,
+but nodes still get the bridge address as default route: kube-router, a host-network pod, cannot
+reach the service address 10.96.0.1 without one (ENETUNREACH, kubernetes issue 57534).
 """
 from __future__ import annotations
 
+from typing import Literal
 from xml.sax.saxutils import escape
 
 from k0slab.core.errors import K0slabError
@@ -13,6 +20,9 @@ from k0slab.core.state import LabState, NodeState, subnet_prefix
 FIRST_NODE_HOST = 10
 MAX_NODES = 100
 MAX_SUBNETS = 254
+Egress = Literal["nat", "none"]
+EGRESS_MODES: tuple[Egress, ...] = ("nat", "none")
+DNSMASQ_XMLNS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
 
 
 def allocate_subnet(used: set[int]) -> int:
@@ -53,19 +63,41 @@ def dhcp_host_xml(node: NodeState) -> str:
     return f"<host mac='{node.mac}' name='{escape(node.name)}' ip='{node.ip}'/>"
 
 
+def gateway_ip(subnet_index: int) -> str:
+    """The bridge's address: every node's default route and resolver (libvirt's dnsmasq)."""
+    return f"{subnet_prefix(subnet_index)}.1"
+
+
 def network_xml(state: LabState) -> str:
-    """An isolated network (no <forward>): nodes reach each other and the host, nothing else."""
+    """NAT (egress nat) or isolated (egress none) network; both hand out the bridge as router."""
     prefix = subnet_prefix(state.subnet_index)
+    gateway = gateway_ip(state.subnet_index)
     hosts = "\n        ".join(dhcp_host_xml(n) for n in sorted(state.nodes.values(), key=lambda n: n.index))
-    return f"""<network>
+    forward = "\n  <forward mode='nat'/>" if state.egress == "nat" else ""
+    # An isolated libvirt network tells dnsmasq to send no router (a bare "dhcp-option=3");
+    # the router option given here is appended after it and is the one dnsmasq sends.
+    router = (
+        f"\n  <dnsmasq:options><dnsmasq:option value='dhcp-option=option:router,{gateway}'/></dnsmasq:options>"
+        if state.egress == "none" else ""
+    )
+    return f"""<network xmlns:dnsmasq='{DNSMASQ_XMLNS}'>
   <name>{state.network}</name>
-  <metadata><k0slab:lab xmlns:k0slab="https://k0slab.dev/xmlns/1">{state.name}</k0slab:lab></metadata>
+  <metadata><k0slab:lab xmlns:k0slab="https://k0slab.dev/xmlns/1">{state.name}</k0slab:lab></metadata>{forward}
   <bridge name='{state.bridge}' stp='off' delay='0'/>
   <domain name='{state.name}.k0slab' localOnly='yes'/>
-  <ip address='{prefix}.1' netmask='255.255.255.0'>
+  <ip address='{gateway}' netmask='255.255.255.0'>
     <dhcp>
       <range start='{prefix}.200' end='{prefix}.250'/>
         {hosts}
     </dhcp>
-  </ip>
+  </ip>{router}
 </network>"""
+
+
+def node_kernel_args(state: LabState) -> str:
+    """Per-lab words for every node's kernel command line: the resolver (k0slab-identity writes
+    /etc/resolv.conf from it) and, without egress, no time sync that could only time out."""
+    words = [f"k0slab.nameserver={gateway_ip(state.subnet_index)}"]
+    if state.egress == "none":
+        words.append("systemd.mask=systemd-timesyncd.service")
+    return " ".join(words)

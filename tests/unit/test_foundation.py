@@ -12,7 +12,10 @@ import pytest
 from k0slab.vms import image as imagemod
 from k0slab.vms.domain import DomainSpec, domain_xml
 from k0slab.core.errors import K0slabError
-from k0slab.vms.network import allocate_subnet, bridge_name, network_xml, node_ip, node_mac
+from k0slab.cluster.k0s.config import cluster_config
+from k0slab.vms.network import (
+    DNSMASQ_XMLNS, allocate_subnet, bridge_name, network_xml, node_ip, node_kernel_args, node_mac,
+)
 from k0slab.core.state import LabDir, LabState, NodeState, validate_lab_name, write_private
 from k0slab.core.units import parse_size, validate_cpus, validate_hostname
 
@@ -79,14 +82,41 @@ def _node(name="node1", index=1, arch="amd64") -> NodeState:
                      image="debian-12", mac=node_mac(7, index), ip=node_ip(7, index))
 
 
-def test_network_xml_is_isolated_with_reservations():
-    state = LabState(name="lab1", subnet_index=7, network="k0slab-lab1", bridge="k0slab7",
-                     nodes={"node1": _node(), "node2": _node("node2", 2)})
-    root = ET.fromstring(network_xml(state))
-    assert root.find("forward") is None  # isolated: nothing routed off the lab bridge
+def _lab_state(egress: str) -> LabState:
+    return LabState(name="lab1", subnet_index=7, network="k0slab-lab1", bridge="k0slab7", egress=egress,
+                    nodes={"node1": _node(), "node2": _node("node2", 2)})
+
+
+def test_network_xml_nat_by_default_with_reservations():
+    root = ET.fromstring(network_xml(_lab_state("nat")))
+    assert root.find("forward").get("mode") == "nat"
+    assert root.find("ip").get("address") == "10.213.7.1"  # libvirt's dnsmasq: router and DNS
     assert root.find("bridge").get("name") == "k0slab7"
+    assert root.find(f"{{{DNSMASQ_XMLNS}}}options") is None  # dnsmasq sends the router on NAT networks
     hosts = {h.get("name"): (h.get("mac"), h.get("ip")) for h in root.iter("host")}
     assert hosts == {"node1": ("52:54:00:d5:07:01", "10.213.7.11"), "node2": ("52:54:00:d5:07:02", "10.213.7.12")}
+    assert node_kernel_args(_lab_state("nat")) == "k0slab.nameserver=10.213.7.1"
+
+
+def test_network_xml_without_egress_keeps_the_default_route():
+    root = ET.fromstring(network_xml(_lab_state("none")))
+    assert root.find("forward") is None  # nothing routed off the lab bridge
+    options = [o.get("value") for o in root.iter(f"{{{DNSMASQ_XMLNS}}}option")]
+    assert options == ["dhcp-option=option:router,10.213.7.1"]  # kube-router needs a route (§9)
+    assert node_kernel_args(_lab_state("none")) == (
+        "k0slab.nameserver=10.213.7.1 systemd.mask=systemd-timesyncd.service"
+    )
+
+
+def test_generated_config_turns_telemetry_off_and_pulls_never_without_egress():
+    spec = cluster_config("10.213.7.11", {})["spec"]
+    assert spec["telemetry"] == {"enabled": False} and "images" not in spec
+    spec = cluster_config("10.213.7.11", {}, telemetry=True, pull_never=True)["spec"]
+    assert spec["telemetry"] == {"enabled": True}
+    assert spec["images"] == {"default_pull_policy": "Never"}
+    # The profile's own k0s section still wins.
+    assert cluster_config("10.213.7.11", {"spec": {"telemetry": {"enabled": True}}})["spec"]["telemetry"] == {
+        "enabled": True}
 
 
 def _spec(arch: str, accel: str = "tcg") -> DomainSpec:

@@ -29,7 +29,12 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def cluster_config(controller_ip: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def cluster_config(
+    controller_ip: str, overrides: dict[str, Any], *, telemetry: bool = False, pull_never: bool = False
+) -> dict[str, Any]:
+    """The generated config with the profile's overrides merged over it. Telemetry is on in k0s's
+    defaults and off here unless asked for; `pull_never` (a lab without egress) keeps k0s's own
+    pods from pulling, so they start from the airgap bundle's images (k0s-facts §5, §9)."""
     for key, expected in (("apiVersion", API_VERSION), ("kind", KIND)):
         if key in overrides and overrides[key] != expected:
             raise K0slabError(
@@ -39,8 +44,10 @@ def cluster_config(controller_ip: str, overrides: dict[str, Any]) -> dict[str, A
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": "k0s"},
-        "spec": {"api": {"address": controller_ip, "sans": [controller_ip]}},
+        "spec": {"api": {"address": controller_ip, "sans": [controller_ip]}, "telemetry": {"enabled": telemetry}},
     }
+    if pull_never:
+        generated["spec"]["images"] = {"default_pull_policy": "Never"}
     return deep_merge(generated, overrides)
 
 
