@@ -113,7 +113,7 @@ def test_release_tags_are_accepted(tag: str) -> None:
 
 
 def test_no_version_means_the_pinned_default() -> None:
-    assert release.resolve_version(None) == release.DEFAULT_K0S_VERSION == "v1.31.1+k0s.0"
+    assert release.resolve_version(None) == release.DEFAULT_K0S_VERSION == "v1.36.4+k0s.1"
 
 
 @pytest.mark.parametrize("bad", ["latest", "v1.31", "v1.31.1", "v1.31.1-k0s.0", "v1.31.1+k3s.1", ""])

@@ -29,7 +29,9 @@ from k0slab.vms.image import Progress
 from k0slab.core.paths import cache_home
 from k0slab.core.units import format_size
 
-DEFAULT_K0S_VERSION = "v1.31.1+k0s.0"
+# The newest v1.36 patch published (k0s-contract §8 covers v1.36 asset names): tagged at
+# https://github.com/k0sproject/k0s/releases/tag/v1.36.4%2Bk0s.1.
+DEFAULT_K0S_VERSION = "v1.36.4+k0s.1"
 RELEASES_URL_ENV = "K0SLAB_K0S_RELEASES_URL"
 STABLE_URL_ENV = "K0SLAB_K0S_STABLE_URL"
 DEFAULT_RELEASES_URL = "https://github.com/k0sproject/k0s/releases/download"
