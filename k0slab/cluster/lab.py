@@ -25,7 +25,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from k0slab.vms import image as imagemod
 from k0slab.cluster import kubeconfig, pki
-from k0slab.checks import smoke
+from k0slab.checks import diagnose, smoke
 from k0slab.cluster import backup as backupmod
 from k0slab.cluster import upgrade, users
 from k0slab.vms import vm as vmmod
@@ -683,7 +683,8 @@ class Lab:
         controller = self._controller_node(run.state)
         expected = [n.name for n in self._wanted_nodes(run) if n.role != "controller"]
         timeout = run.options.profile.timeouts.ready
-        hint = f"k0s journals are saved in {self.dir.logs_dir} (invoke lab.logs NODE --lab {self.name})"
+        hint = (f"k0s journals and kubectl get pods -A -o wide are saved in {self.dir.logs_dir} "
+                f"(invoke lab.logs NODE --lab {self.name})")
         ssh = self.ssh(controller)
 
         def fresh_on_drop(probe: Callable[[SSHNode], T]) -> Callable[[], T]:
@@ -700,8 +701,10 @@ class Lab:
             try:
                 Requirement(f"the API server of {controller.name} to answer /readyz with ok", hint,
                             timeout_s=timeout).wait(fresh_on_drop(bootstrap.readyz))
+                ready_or_cause = self._ready_or_definite_cause(run, expected, hint)
+
                 def ready_here(c: SSHNode) -> dict[str, dict[str, Any]]:
-                    listed = bootstrap.wait_nodes_ready(c, expected)
+                    listed = ready_or_cause(c)
                     if run.options.restore is not None:
                         # The restored etcd holds each node's old Node object, Ready and with the old
                         # IP, until the new kubelet updates it: wait for that, do not fail on it.
@@ -734,10 +737,37 @@ class Lab:
                     "kubelet must get --node-ip; check the unit's ExecStart with: invoke lab.ssh " + name,
                 )
 
+    def _ready_or_definite_cause(self, run: _Run, expected: list[str], hint: str) -> Callable[[SSHNode], Any]:
+        """A Ready probe that gives up early when the pods show that waiting cannot help (diagnose.py)."""
+        watch = diagnose.StallWatch(diagnose.stall_window([n.accel for n in self._wanted_nodes(run)]))
+
+        def probe(controller: SSHNode) -> dict[str, dict[str, Any]]:
+            items = bootstrap.nodes(controller)
+            try:
+                return bootstrap.check_nodes_ready(items, expected)
+            except NotYet:
+                pods = bootstrap.pods(controller)
+                cause = diagnose.definite_cause(
+                    pods, run.state.egress, lambda ns, pod, c: bootstrap.previous_log(controller, ns, pod, c))
+                if cause is not None:
+                    raise K0slabError(cause.message, f"{cause.fix}; {hint}") from None
+                stalled = watch.stalled_for(diagnose.progress_signature(pods, items))
+                if stalled is not None:
+                    raise K0slabError(
+                        f"no progress for {stalled:.0f}s: {diagnose.not_ready_summary(items)}",
+                        f"the nodes likely cannot get their images: check egress or the airgap bundle; {hint}",
+                    ) from None
+                raise
+
+        return probe
+
     def _save_journals(self, run: _Run) -> None:
         for node in self._wanted_nodes(run):
             with contextlib.suppress(Exception):
                 self.logs(node.name)
+        controller = self._controller_node(run.state)
+        with contextlib.suppress(Exception), contextlib.closing(self.ssh(controller)) as ssh:
+            write_private(self.dir.logs_dir / "pods-wide.txt", bootstrap.pods_wide(ssh), mode=0o644)
 
     def _fetch_kubeconfig(self, run: _Run, progress: Progress) -> None:
         controller = self._controller_node(run.state)

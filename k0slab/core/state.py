@@ -38,6 +38,7 @@ class NodeState(BaseModel):
     mac: str
     ip: str
     role: str = "none"  # none (plain vm.launch), controller, controller+worker, worker
+    accel: str | None = None  # "kvm" or "tcg", as chosen at boot: sets how long a stall may last
 
 
 class LabState(BaseModel):

@@ -161,6 +161,7 @@ def boot_spec(lab: LabDir, node: NodeState, progress: Progress, extra_cmdline: s
     image = imagemod.build(node.image, node.arch, progress=progress)
     accel, reason = choose_accel(image.kernel, node.arch)
     progress(f"{node.name}: {node.arch} guest accelerated by {accel}: {reason}")
+    node.accel = accel
     return BootSpec(
         base_disk=str(image.disk), kernel=str(image.kernel), initrd=str(image.initrd), accel=accel,
         ssh_public_key=lab.ssh_key.with_suffix(".pub").read_text(), extra_cmdline=extra_cmdline,

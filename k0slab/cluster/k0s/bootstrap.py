@@ -164,7 +164,12 @@ def internal_ip(item: dict[str, Any]) -> str | None:
 
 def wait_nodes_ready(controller: Runner, expected: list[str]) -> dict[str, dict[str, Any]]:
     """Raise NotYet naming each node that is missing or not Ready."""
-    listed = {item["metadata"]["name"]: item for item in nodes(controller)}
+    return check_nodes_ready(nodes(controller), expected)
+
+
+def check_nodes_ready(items: list[dict[str, Any]], expected: list[str]) -> dict[str, dict[str, Any]]:
+    """The listed nodes by name when every expected one is Ready, else NotYet naming the others."""
+    listed = {item["metadata"]["name"]: item for item in items}
     problems = []
     for name in expected:
         if name not in listed:
@@ -176,6 +181,25 @@ def wait_nodes_ready(controller: Runner, expected: list[str]) -> dict[str, dict[
     if problems:
         raise NotYet("; ".join(problems))
     return listed
+
+
+def pods(controller: Runner) -> dict[str, Any]:
+    """`kubectl get pods -A -o json`: the pod list the diagnosis of a slow bring-up reads."""
+    result = controller.run(f"{KUBECTL} get pods -A -o json", check=False, timeout=30)
+    if not result.ok:
+        raise NotYet(f"get pods: {result.last_error_line()}")
+    return json.loads(result.stdout)
+
+
+def previous_log(controller: Runner, namespace: str, pod: str, container: str) -> str:
+    """The log of a container's previous run ("" when it has none)."""
+    args = shlex.join(["logs", "-n", namespace, pod, "-c", container, "--previous", "--tail=50"])
+    return controller.run(f"{KUBECTL} {args}", check=False, timeout=30).stdout
+
+
+def pods_wide(controller: Runner) -> str:
+    result = controller.run(f"{KUBECTL} get pods -A -o wide 2>&1", check=False, timeout=30)
+    return result.stdout
 
 
 def admin_kubeconfig(controller: Runner, server_ip: str, lab: str) -> str:
