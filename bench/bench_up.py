@@ -332,7 +332,7 @@ def boot_to_ssh(lab_name: str, image: str, arch: str, progress: Progress) -> flo
     if cloud_init:
         seed = write_seed(lab.disks_dir / f"{BOOT_VM}-seed.iso", BOOT_VM, f"{lab_name}-{BOOT_VM}",
                           lab.ssh_key.with_suffix(".pub").read_text())
-        disks[arch] = (str(seed),)
+        disks[BOOT_VM] = (str(seed),)
     started = time.monotonic()
     with lab.locked():
         node = vmmod.plan_node(state, vmmod.VMRequest(name=BOOT_VM, arch=arch, image=image))

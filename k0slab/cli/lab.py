@@ -32,10 +32,13 @@ def _lab(name: str):
     "box": "with --provider vagrant: a public Vagrant box instead of k0slab's own image (needs internet)",
     "dry_run": "print the plan (phases, nodes, IPs, k0s.yaml) and create nothing",
     "egress": "nat (default: nodes reach registries through NAT) or none (images only from airgap bundles)",
-})
+    "airgap": "download the release's airgap image bundle for each arch and put it on every kubelet node",
+    "airgap_bundle": "an image archive for every kubelet node (OCI layout tar, docker save, ctr export); repeatable",
+}, iterable=["airgap_bundle"])
 @friendly
 def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0s_binary=None, arch=None,
-           cpus=None, memory=None, disk=None, provider=None, box=None, dry_run=False, egress=None):
+           cpus=None, memory=None, disk=None, provider=None, box=None, dry_run=False, egress=None, airgap=False,
+           airgap_bundle=None):
     """Bring up a k0s cluster in VMs: node1 controller+worker, the others workers. Safe to re-run."""
     from k0slab.cluster.lab import UpOptions
     from k0slab.core.profile import load_profile, with_overrides
@@ -50,7 +53,9 @@ def lab_up(c, nodes=None, profile="default", lab="default", k0s_version=None, k0
         provider=provider, box=box, egress=egress,
     )
     binary = Path(k0s_binary).expanduser() if k0s_binary else None
-    _lab(lab).up(UpOptions(profile=chosen, k0s_binary=binary, dry_run=dry_run), ui.progress)
+    bundles = [Path(p).expanduser() for p in airgap_bundle or []]
+    _lab(lab).up(UpOptions(profile=chosen, k0s_binary=binary, dry_run=dry_run, airgap=airgap, airgap_bundles=bundles),
+                 ui.progress)
 
 
 @task(help={"lab": LAB_HELP})

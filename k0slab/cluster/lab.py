@@ -31,10 +31,11 @@ from k0slab.cluster import upgrade, users
 from k0slab.vms import vm as vmmod
 from k0slab.vms.backend import VMBackend
 from k0slab.core.errors import K0slabError
-from k0slab.cluster.k0s import bootstrap
+from k0slab.cluster.k0s import airgap, bootstrap
 from k0slab.cluster.k0s import release
 from k0slab.cluster.k0s import token, versions
 from k0slab.cluster.k0s.config import CONFIG_PATH, cluster_config, render
+from k0slab.vms.arch import host_arch
 from k0slab.vms.network import allocate_subnet, node_ip, node_kernel_args
 from k0slab.core.phases import Phase, PhaseManager
 from k0slab.core.profile import CONTROLLER_ROLES, NodeSpec, Profile
@@ -62,6 +63,8 @@ class UpOptions:
     k0s_binary: Path | None = None
     dry_run: bool = False
     restore: backupmod.Backup | None = None  # lab.restore: the controller starts from this backup
+    airgap: bool = False  # download the release's airgap bundle for each arch
+    airgap_bundles: list[Path] = field(default_factory=list)  # local image archives for every kubelet node
 
 
 @dataclass
@@ -74,6 +77,7 @@ class _Run:
     binaries: dict[str, Path] = field(default_factory=dict)  # arch -> k0s binary
     binary_disks: dict[str, Path] = field(default_factory=dict)  # arch -> raw disk with the binary
     payloads: dict[str, bootstrap.BinaryPayload] = field(default_factory=dict)  # arch -> what nodes check
+    bundles: dict[str, airgap.BundleSet] = field(default_factory=dict)  # arch -> airgap archives and disk
     new_nodes: list[NodeState] = field(default_factory=list)
     join_token: str | None = None
     unjoined: list[str] | None = None  # workers with no k0s unit yet (None: not asked yet)
@@ -400,6 +404,7 @@ class Lab:
         else:
             for arch in {profile.node_arch(n) for n in profile.nodes}:
                 release.check_local_binary(options.k0s_binary, arch)
+        self._validate_airgap(options)
         if existing is not None and existing.nodes and existing.egress != profile.egress:
             raise K0slabError(
                 f"lab {self.name!r} has egress {existing.egress}, not {profile.egress}: its network is made",
@@ -426,6 +431,21 @@ class Lab:
                 f"the host has {format_size(available)} available",
                 "use fewer --nodes or a smaller --memory (k0s needs 1G per controller, 0.5G per worker)",
             )
+
+    def _validate_airgap(self, options: UpOptions) -> None:
+        if options.profile.egress == "none" and not (options.airgap or options.airgap_bundles):
+            raise K0slabError(
+                "--egress none without images: the nodes could pull nothing and never become Ready",
+                "add --airgap (the release's bundle), or --airgap-bundle PATH (an image archive), or use --egress nat",
+            )
+        if options.airgap and options.k0s_binary is not None:
+            raise K0slabError("--airgap downloads a release's bundle, but --k0s-binary has no release",
+                              "give the bundle itself with --airgap-bundle PATH, or drop --k0s-binary")
+        for path in options.airgap_bundles:
+            if not path.is_file():
+                raise K0slabError(f"--airgap-bundle {path} is not a file",
+                                  "give an OCI image layout tar, or the output of docker save / ctr export")
+        airgap.check_archive_names(options.airgap_bundles)
 
     def _print_plan(self, options: UpOptions, existing: LabState | None, progress: Progress) -> None:
         profile = options.profile
@@ -461,6 +481,7 @@ class Lab:
 
         return [
             Phase("resolve k0s binary", bound(self._resolve_binary)),
+            Phase("check airgap bundles", bound(self._prepare_airgap), check(self._wants_airgap)),
             Phase("create network and VMs", bound(self._create_vms), check(self._vms_missing)),
             Phase("wait for SSH", bound(self._wait_ssh)),
             Phase("push k0s binary and config", bound(self._push)),
@@ -475,7 +496,8 @@ class Lab:
         """What a finished `up` was asked for: the profile and the k0s binary (by content)."""
         binary = run.options.k0s_binary
         source = hashlib.sha256(binary.read_bytes()).hexdigest() if binary else str(run.options.profile.k0s_version)
-        return hashlib.sha256((run.options.profile.model_dump_json() + source).encode()).hexdigest()
+        bundles = json.dumps([run.options.airgap, [str(p.resolve()) for p in run.options.airgap_bundles]])
+        return hashlib.sha256((run.options.profile.model_dump_json() + source + bundles).encode()).hexdigest()
 
     def _unchanged_and_ready(self, run: _Run, progress: Progress) -> bool:
         """The fast path of a re-run: same request, every VM running, every node Ready: one SSH call."""
@@ -512,6 +534,20 @@ class Lab:
             run.binary_disks[arch] = self._binary_disk(data, arch)
             progress(f"    {arch}: {binary}")
 
+    def _wants_airgap(self, run: _Run) -> bool:
+        return run.options.airgap or bool(run.options.airgap_bundles)
+
+    def _prepare_airgap(self, run: _Run, progress: Progress) -> None:
+        """Before any VM exists: the bundles of every arch, checked against what k0s needs."""
+        options = run.options
+        controller_ip = node_ip(run.state.subnet_index, 1)  # images do not depend on it
+        run.bundles = airgap.prepare(
+            tag=run.version, binaries=run.binaries, config_text=render(_k0s_config(options.profile, controller_ip)),
+            download=options.airgap, local=options.airgap_bundles, disks_dir=self.dir.disks_dir,
+            check_complete=options.airgap or options.profile.egress == "none", host_arch=host_arch(),
+            progress=progress,
+        )
+
     def _binary_disk(self, data: bytes, arch: str) -> Path:
         """A raw disk holding the binary, attached read-only to every VM of that arch: each node
         copies k0s from it locally instead of receiving it through SSH encryption, which is
@@ -541,7 +577,12 @@ class Lab:
                 continue
             run.new_nodes.append(vmmod.plan_node(state, _vm_request(profile, spec)))
             state.nodes[spec.name] = run.new_nodes[-1]
-        disks = {arch: (str(path),) for arch, path in run.binary_disks.items()}
+        # Bundles go only where a kubelet runs: a pure controller pulls no images.
+        disks = {
+            node.name: (str(run.binary_disks[node.arch]),)
+            + ((str(run.bundles[node.arch].disk),) if node.arch in run.bundles and node.role != "controller" else ())
+            for node in run.new_nodes
+        }
         cmdline = f"{node_kernel_args(state)} {profile.kernel_args}".strip()
         vmmod.create_nodes(self.dir, state, run.new_nodes, self.backend, progress, cmdline, disks)
         for node in state.nodes.values():
@@ -592,8 +633,16 @@ class Lab:
             progress(f"    {node.name}: k0s {version} ({how})")
             return version
 
+        def push_and_place(ssh: SSHNode, node: NodeState) -> str:
+            version = push(ssh, node)
+            bundle = run.bundles.get(node.arch)
+            if bundle is not None and node.role != "controller":
+                how = airgap.place_bundles(ssh, bundle.sizes)
+                progress(f"    {node.name}: airgap bundles in {airgap.IMAGES_DIR} ({how})")
+            return version
+
         nodes = self._wanted_nodes(run)
-        versions = dict(zip((n.name for n in nodes), self._parallel(nodes, push), strict=True))
+        versions = dict(zip((n.name for n in nodes), self._parallel(nodes, push_and_place), strict=True))
         controller = self._controller_node(run.state)
         config = _k0s_config(run.options.profile, controller.ip)
         self._on(controller, lambda ssh: bootstrap.place_config(ssh, render(config)))

@@ -173,7 +173,8 @@ def create_nodes(
     lab: LabDir, state: LabState, nodes: list[NodeState], backend: VMBackend, progress: Progress,
     extra_cmdline: str = "", extra_disks: dict[str, tuple[str, ...]] | None = None,
 ) -> None:
-    """Record the nodes, then create the network and every VM (in parallel)."""
+    """Record the nodes, then create the network and every VM (in parallel); extra_disks maps
+    a node name to the read-only disks it gets, in device order."""
     for node in nodes:
         state.nodes[node.name] = node
         if not lab.disk(node.name).exists():
@@ -181,7 +182,7 @@ def create_nodes(
             forget_host_key(lab.known_hosts, node.ip)
     lab.save(state)
     backend.ensure_network(state)
-    specs = {n.name: boot_spec(lab, n, progress, extra_cmdline, (extra_disks or {}).get(n.arch, ()))
+    specs = {n.name: boot_spec(lab, n, progress, extra_cmdline, (extra_disks or {}).get(n.name, ()))
              for n in nodes}
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
         futures = [pool.submit(backend.create_vm, lab, state, n, specs[n.name]) for n in nodes]

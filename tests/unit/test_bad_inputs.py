@@ -97,6 +97,10 @@ def profile_file(name: str, text: str) -> Setup:
     return write
 
 
+def archive_file(box: Sandbox) -> None:
+    (box.work / "a.tar").write_bytes(b"")
+
+
 def non_executable_binary(box: Sandbox) -> None:
     (box.work / "k0s").write_bytes(b"#!/bin/sh\n")
     (box.work / "k0s").chmod(0o644)
@@ -413,6 +417,13 @@ CASES = [
     # Without a cached image the recipe's size decides, before anything is built.
     Case("vm.launch-disk-below-recipe", ["vm.launch", "node1", "--disk", "1G"], "'1G'", "--disk 3G or more"),
     # --- lab.up: command line ---
+    Case("lab.up-egress-none-without-images", ["lab.up", "--egress", "none"], "--egress none without images",
+         "add --airgap (the release's bundle), or --airgap-bundle PATH"),
+    Case("lab.up-egress-unknown", ["lab.up", "--egress", "open"], "field 'egress'", "profiles/default.yaml"),
+    Case("lab.up-airgap-bundle-missing", ["lab.up", "--airgap-bundle", "{work}/nope.tar"],
+         "--airgap-bundle {work}/nope.tar is not a file", "OCI image layout tar"),
+    Case("lab.up-airgap-bundle-twice", ["lab.up", "--airgap-bundle", "{work}/a.tar", "--airgap-bundle", "{work}/a.tar"],
+         "two airgap bundles are named a.tar", "rename one", (archive_file,)),
     Case("lab.up-nodes-zero", ["lab.up", "--nodes", "0"], "--nodes 0", "from 1 to 100 nodes"),
     Case("lab.up-nodes-not-a-number", ["lab.up", "--nodes", "three"], "'three'", "whole number"),
     Case("lab.up-profile-unknown", ["lab.up", "--profile", "nope"], "'nope'", "one of: "),

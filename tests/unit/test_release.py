@@ -14,7 +14,7 @@ import pytest
 from tenacity import wait_none
 
 from k0slab.core.errors import K0slabError
-from k0slab.cluster.k0s import pins, release
+from k0slab.cluster.k0s import airgap, pins, release
 
 TAG = "v1.30.4+k0s.0"
 
@@ -32,7 +32,9 @@ class FakeReleases:
     truncated: set[str] = field(default_factory=set)
 
     def publish(self, tag: str, arch: str, content: bytes, listed_sum: str | None = None) -> str:
-        name = f"k0s-{tag}-{arch}"
+        return self.publish_file(tag, f"k0s-{tag}-{arch}", content, listed_sum)
+
+    def publish_file(self, tag: str, name: str, content: bytes, listed_sum: str | None = None) -> str:
         self.files[f"/{tag}/{name}"] = content
         line = f"{listed_sum or hashlib.sha256(content).hexdigest()} *{name}\n"
         sums_path = f"/{tag}/sha256sums.txt"
@@ -346,3 +348,32 @@ def test_pin_check_prints_what_the_release_lists(releases: FakeReleases, capsys:
     name = releases.publish(TAG, "amd64", b"k0s")
     assert pins.main([TAG]) == 0
     assert json.loads(capsys.readouterr().out) == {TAG: {name: hashlib.sha256(b"k0s").hexdigest()}}
+
+
+def test_airgap_bundle_is_downloaded_verified_and_cached_with_progress(releases: FakeReleases, tmp_path: Path) -> None:
+    tag = "v1.36.4+k0s.1"
+    name = releases.publish_file(tag, "k0s-airgap-bundle-v1.36.4+k0s.1-linux-arm64.tar", b"bundle" * 4096)
+    lines: list[str] = []
+    path = airgap.fetch_bundle(tag, "arm64", progress=lines.append)
+    assert path == _cache_dir(tmp_path, tag) / name and path.read_bytes() == b"bundle" * 4096
+    assert any(line.startswith(f"downloading {name}") for line in lines)
+    assert f"{name}: verified sha256 {hashlib.sha256(b'bundle' * 4096).hexdigest()}" in lines
+    asked = len(releases.requests)
+    assert airgap.fetch_bundle(tag, "arm64", progress=lines.append) == path
+    assert len(releases.requests) == asked  # from the cache, no request
+
+
+def test_airgap_bundle_with_a_wrong_sum_is_refused_and_deleted(releases: FakeReleases, tmp_path: Path) -> None:
+    tag = "v1.35.2+k0s.0"  # before v1.36 the asset has no extension and no "linux-"
+    releases.publish_file(tag, "k0s-airgap-bundle-v1.35.2+k0s.0-amd64", b"bundle", listed_sum="0" * 64)
+    with pytest.raises(K0slabError, match="checksum mismatch for k0s-airgap-bundle-v1.35.2\\+k0s.0-amd64") as info:
+        airgap.fetch_bundle(tag, "amd64", progress=lambda _: None)
+    assert not (_cache_dir(tmp_path, tag) / "k0s-airgap-bundle-v1.35.2+k0s.0-amd64").exists()
+    assert info.value.hint.startswith("the download was deleted")
+
+
+def test_missing_airgap_bundle_names_the_local_flag(releases: FakeReleases) -> None:
+    releases.publish(TAG, "amd64", b"binary")
+    with pytest.raises(K0slabError, match="publishes no k0s-airgap-bundle-v1.30.4\\+k0s.0-amd64") as info:
+        airgap.fetch_bundle(TAG, "amd64", progress=lambda _: None)
+    assert "--airgap-bundle PATH" in info.value.hint

@@ -1,4 +1,4 @@
-"""The k0s binary a lab runs on its nodes.
+"""The k0s binary a lab runs on its nodes, and the other files of a k0s release (airgap bundles).
 
 Either a release (the pinned default, an explicit tag, or `stable`) downloaded once per version and
 arch into the cache and verified against that release's sha256sums.txt, or a local file given with
@@ -84,7 +84,12 @@ def fetch_binary(version: str, arch: str, progress: Progress = print) -> Path:
     """The verified k0s release binary for arch, from the cache or downloaded into it."""
     tag = resolve_version(version)
     arch_settings(arch)
-    name = f"k0s-{tag}-{arch}"
+    return fetch_asset(tag, f"k0s-{tag}-{arch}", progress, mode=0o755)
+
+
+def fetch_asset(tag: str, name: str, progress: Progress = print, *, mode: int = 0o644) -> Path:
+    """A file of release `tag`, verified against its sha256sums.txt, from the cache or downloaded
+    into it; the verified sum is kept next to it so a cached copy is re-checked offline."""
     folder = cache_home() / "k0s" / tag
     target = folder / name
     record = folder / f"{name}.sha256"
@@ -94,8 +99,8 @@ def fetch_binary(version: str, arch: str, progress: Progress = print) -> Path:
     expected = _expected_sha256(f"{base}/{tag}/sha256sums.txt", tag, name)
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(folder)
-    _download_verified(f"{base}/{tag}/{name}", target, expected, progress)
-    # Written after the binary is in place: a binary without its record is downloaded again.
+    _download_verified(f"{base}/{tag}/{name}", target, expected, progress, mode)
+    # Written after the file is in place: a file without its record is downloaded again.
     record.write_text(f"{expected} *{name}\n")
     return target
 
@@ -155,9 +160,14 @@ def _url_from_env(variable: str, default: str) -> str:
     return (os.environ.get(variable) or default).rstrip("/")
 
 
+def _local_flag(name: str) -> str:
+    """The lab.up flag that gives a local copy of release file `name` instead."""
+    return "--airgap-bundle PATH" if name.startswith("k0s-airgap-bundle-") else "--k0s-binary PATH"
+
+
 def _offline_hint(name: str) -> str:
     return (
-        f"to work offline, get {name} on a connected machine and pass --k0s-binary PATH; "
+        f"to work offline, get {name} on a connected machine and pass {_local_flag(name)}; "
         f"{RELEASES_URL_ENV} can point at a mirror"
     )
 
@@ -183,7 +193,7 @@ def _expected_sha256(sums_url: str, tag: str, name: str) -> str:
     except _NotFound:
         raise K0slabError(
             f"k0s {tag} is not a published release (HTTP 404 for {sums_url})",
-            f"pick a version from {RELEASES_PAGE}, or pass --k0s-binary PATH",
+            f"pick a version from {RELEASES_PAGE}, or pass {_local_flag(name)}",
         ) from None
     except _Transient as exc:
         raise K0slabError(f"cannot download the checksums of k0s {tag}: {exc}", _offline_hint(name)) from None
@@ -191,7 +201,7 @@ def _expected_sha256(sums_url: str, tag: str, name: str) -> str:
     if expected is None:
         raise K0slabError(
             f"k0s {tag} publishes no {name}: {sums_url} does not list it",
-            f"see {RELEASES_PAGE} for the arches of that release, or pass --k0s-binary PATH",
+            f"see {RELEASES_PAGE} for the arches of that release, or pass {_local_flag(name)}",
         )
     pins.check_against_pins(tag, name, expected)
     return expected
@@ -228,7 +238,7 @@ def _remove_stale_parts(folder: Path) -> None:
             part.unlink(missing_ok=True)
 
 
-def _download_verified(url: str, target: Path, expected: str, progress: Progress) -> None:
+def _download_verified(url: str, target: Path, expected: str, progress: Progress, mode: int) -> None:
     """Download to a temporary file and rename it into place only once its sha256 matches."""
     name = target.name
     part = target.with_name(f".{name}.{os.getpid()}.part")
@@ -243,11 +253,11 @@ def _download_verified(url: str, target: Path, expected: str, progress: Progress
                 "the download was deleted; retry, and if it persists check the network path or "
                 f"{RELEASES_URL_ENV}",
             )
-        part.chmod(0o755)
+        part.chmod(mode)
         os.replace(part, target)
     except _NotFound:
         raise K0slabError(
-            f"{url} does not exist (HTTP 404)", f"see {RELEASES_PAGE}, or pass --k0s-binary PATH"
+            f"{url} does not exist (HTTP 404)", f"see {RELEASES_PAGE}, or pass {_local_flag(name)}"
         ) from None
     except _Transient as exc:
         raise K0slabError(f"cannot download {name}: {exc}", _offline_hint(name)) from None
