@@ -103,6 +103,16 @@ def kubelet_version_for(k0s_version: str) -> str:
 
 # Longest wait `lab.smoke --timeout` accepts per check: an hour is far beyond any healthy check.
 MAX_CHECK_TIMEOUT_S = 3600.0
+DEFAULT_PROBE_IMAGE = "docker.io/library/busybox:1.36.1"
+
+
+def check_probe_image(image: str) -> str:
+    """A workload image pinned by tag or digest: `latest` or no tag would pull on every node."""
+    last = image.rsplit("/", 1)[-1]
+    if "@" not in image and (":" not in last or last.endswith(":latest")):
+        raise K0slabError(f"smoke image {image!r} is not pinned by tag",
+                          f"give a tagged image such as {DEFAULT_PROBE_IMAGE}")
+    return image
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,10 @@ class SmokeSettings:
     poll_interval_s: float = 2.0
     restart_sample_s: float = 5.0  # gap between the two kube-system samples that detect climbing restarts
     request_timeout_s: float = 30.0  # kubectl --request-timeout
-    probe_image: str = "busybox:1.36"  # needs sh, nslookup, wget and httpd
+    # Needs sh, nslookup, wget and httpd. Pinned by tag and used with imagePullPolicy IfNotPresent,
+    # so an airgap bundle holding it (README: "Smoke tests offline") serves a lab without egress:
+    # spec.images.default_pull_policy covers only k0s's own pods (k0s-facts §5).
+    probe_image: str = DEFAULT_PROBE_IMAGE
     sonobuoy_wait_min: int = 60
 
     def timeout_for(self, check: str) -> float:
@@ -392,7 +405,7 @@ def _probe_pod(name: str, namespace: str, image: str, command: list[str], node: 
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 1,  # nothing to drain: keep namespace deletion quick
-        "containers": [{"name": "probe", "image": image, "command": command}],
+        "containers": [{"name": "probe", "image": image, "imagePullPolicy": "IfNotPresent", "command": command}],
     }
     if node:
         spec["nodeName"] = node
@@ -587,6 +600,7 @@ def _web_objects(namespace: str, replicas: int, image: str) -> list[dict[str, An
     container = {
         "name": "web",
         "image": image,
+        "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", _WEB_SCRIPT],
         "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
         "ports": [{"containerPort": 8080}],

@@ -219,9 +219,10 @@ def lab_users(c, lab="default", json=False):
     "junit": "write a JUnit XML report here", "json": "write a JSON report here",
     "user": "lab user for the rbac check (default: the first one)", "lab": LAB_HELP,
     "timeout": "seconds each check may wait (default 180)",
+    "image": "workload image, pinned by tag, pulled only if absent (default docker.io/library/busybox:1.36.1)",
 })
 @friendly
-def lab_smoke(c, only=None, junit=None, json=None, user=None, lab="default", timeout="180"):
+def lab_smoke(c, only=None, junit=None, json=None, user=None, lab="default", timeout="180", image=None):
     """Smoke-test the cluster: a table, reports for CI, exit 0 only if every check that ran passed."""
     from k0slab.checks import smoke
 
@@ -230,7 +231,9 @@ def lab_smoke(c, only=None, junit=None, json=None, user=None, lab="default", tim
     for flag, path in (("--junit", junit), ("--json", json)):
         if path:
             check_file(Path(path), flag)
-    report = _lab(lab).smoke(checks, user, ui.progress, smoke.SmokeSettings(check_timeout_s=seconds))
+    settings = smoke.SmokeSettings(check_timeout_s=seconds,
+                                   probe_image=smoke.check_probe_image(image or smoke.DEFAULT_PROBE_IMAGE))
+    report = _lab(lab).smoke(checks, user, ui.progress, settings)
     ui.console.print(smoke.render_table(report))
     for path, text in ((junit, smoke.to_junit_xml), (json, smoke.to_json)):
         if path:

@@ -36,7 +36,7 @@ from k0slab.cluster.k0s import release
 from k0slab.cluster.k0s import token, versions
 from k0slab.cluster.k0s.config import CONFIG_PATH, cluster_config, render
 from k0slab.vms.arch import host_arch
-from k0slab.vms.network import allocate_subnet, node_ip, node_kernel_args
+from k0slab.vms.network import allocate_subnet, node_ip
 from k0slab.core.phases import Phase, PhaseManager
 from k0slab.core.profile import CONTROLLER_ROLES, NodeSpec, Profile
 from k0slab.vms.remote import RemoteCommandError
@@ -583,8 +583,7 @@ class Lab:
             + ((str(run.bundles[node.arch].disk),) if node.arch in run.bundles and node.role != "controller" else ())
             for node in run.new_nodes
         }
-        cmdline = f"{node_kernel_args(state)} {profile.kernel_args}".strip()
-        vmmod.create_nodes(self.dir, state, run.new_nodes, self.backend, progress, cmdline, disks)
+        vmmod.create_nodes(self.dir, state, run.new_nodes, self.backend, progress, profile.kernel_args, disks)
         for node in state.nodes.values():
             if node not in run.new_nodes and self.backend.vm_state(state, node) != "Running":
                 progress(f"    {node.name} was {self.backend.vm_state(state, node)}: starting it")

@@ -22,7 +22,9 @@ from k0slab.vms.arch import arch_settings
 from k0slab.vms.backend import BootSpec, NoAgentChannel, VMBackend
 from k0slab.core.errors import K0slabError
 from k0slab.vms.libvirt_backend import LibvirtBackend
-from k0slab.vms.network import allocate_subnet, bridge_name, network_name, next_host_index, node_ip, node_mac
+from k0slab.vms.network import (
+    allocate_subnet, bridge_name, network_name, next_host_index, node_ip, node_kernel_args, node_mac,
+)
 from k0slab.core.paths import data_home
 from k0slab.vms.ssh import HOST_KEY_TYPE, SSHNode, forget_host_key, generate_keypair, pin_host_key, pinned_key
 from k0slab.core.state import LabDir, LabState, NodeState, all_labs, private_folder, private_opener
@@ -182,7 +184,9 @@ def create_nodes(
             forget_host_key(lab.known_hosts, node.ip)
     lab.save(state)
     backend.ensure_network(state)
-    specs = {n.name: boot_spec(lab, n, progress, extra_cmdline, (extra_disks or {}).get(n.name, ()))
+    # Every VM of the lab, k0s node or not, gets the lab's resolver (and no time sync without egress).
+    cmdline = " ".join(w for w in (node_kernel_args(state), extra_cmdline) if w)
+    specs = {n.name: boot_spec(lab, n, progress, cmdline, (extra_disks or {}).get(n.name, ()))
              for n in nodes}
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
         futures = [pool.submit(backend.create_vm, lab, state, n, specs[n.name]) for n in nodes]

@@ -424,6 +424,8 @@ CASES = [
          "--airgap-bundle {work}/nope.tar is not a file", "OCI image layout tar"),
     Case("lab.up-airgap-bundle-twice", ["lab.up", "--airgap-bundle", "{work}/a.tar", "--airgap-bundle", "{work}/a.tar"],
          "two airgap bundles are named a.tar", "rename one", (archive_file,)),
+    Case("lab.smoke-image-unpinned", ["lab.smoke", "--image", "busybox"], "smoke image 'busybox' is not pinned",
+         "docker.io/library/busybox:1.36.1"),
     Case("lab.up-nodes-zero", ["lab.up", "--nodes", "0"], "--nodes 0", "from 1 to 100 nodes"),
     Case("lab.up-nodes-not-a-number", ["lab.up", "--nodes", "three"], "'three'", "whole number"),
     Case("lab.up-profile-unknown", ["lab.up", "--profile", "nope"], "'nope'", "one of: "),

@@ -491,6 +491,8 @@ def test_dns_probe_image_is_configurable() -> None:
     expect(single(fake, "dns", settings=settings), Verdict.PASSED)
     pod = next(json.loads(s)["items"][0] for s in fake.stdins if "dns-probe" in s)
     assert pod["spec"]["containers"][0]["image"] == "registry.lab:5000/busybox:1.36"
+    # Offline labs run it from a bundle: present images are never pulled again.
+    assert pod["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
     assert pod["spec"]["containers"][0]["command"] == ["nslookup", "kubernetes.default.svc.cluster.local"]
 
 
