@@ -30,8 +30,10 @@ def real_binary() -> Path:
 
 @pytest.fixture(scope="module")
 def real_lab(real_binary, tmp_path_factory):
+    # The nodes run the binary's own arch: on an arm64 leg, arm64 guests (not the profile's default).
+    arch = elf_arch(real_binary)
     try:
-        invoke("lab.up", "--nodes", "3", "--k0s-binary", str(real_binary), "--lab", LAB)
+        invoke("lab.up", "--nodes", "3", "--arch", arch, "--k0s-binary", str(real_binary), "--lab", LAB)
         yield tmp_path_factory.mktemp("real")
     finally:
         invoke("lab.dump-logs", "--dir", "out/logs/real-k0s", "--lab", LAB, check=False)
@@ -41,6 +43,6 @@ def real_lab(real_binary, tmp_path_factory):
 def test_every_smoke_check_passes_with_real_k0s(real_lab):
     invoke("lab.user", "demo", "--group", "development", "--lab", LAB)
     report = real_lab / "smoke.json"
-    invoke("lab.smoke", "--junit", "out/smoke-real.xml", "--json", str(report), "--lab", LAB)
+    invoke("lab.smoke", "--user", "demo", "--junit", "out/smoke-real.xml", "--json", str(report), "--lab", LAB)
     verdicts = {r["name"]: r["verdict"] for r in json.loads(report.read_text())["results"]}
     assert verdicts == {name: "passed" for name in ("nodes", "system", "dns", "workload", "rbac", "metrics")}
