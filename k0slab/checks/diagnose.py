@@ -20,6 +20,8 @@ PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull")
 CRASH_RESTARTS_LIMIT = 3
 # CoreDNS's own words when /etc/resolv.conf has no nameserver (k0s-facts §9, coredns forward plugin).
 NO_NAMESERVERS = "no nameservers found"
+# connect() without a route (ENETUNREACH), as Go prints it.
+UNREACHABLE = "network is unreachable"
 # How long nothing may change before waiting is given up: a TCG bring-up pulls and starts the
 # same pods several times slower than one under KVM.
 STALL_WINDOW_S = {"kvm": 180.0, "tcg": 420.0}
@@ -57,12 +59,12 @@ def _short(text: str, limit: int = 240, *, keep_end: bool = False) -> str:
     return "..." + line[-(limit - 3):] if keep_end else line[: limit - 3] + "..."
 
 
-def _pull_fix(image: str, egress: str) -> str:
+def _pull_fix(node: str, image: str, egress: str) -> str:
     if egress == "none":
         return (f"the lab has no egress and no bundle provides {image}: add an archive holding it with "
                 "--airgap-bundle PATH, or use --airgap for k0s's own images")
     return (f"the node cannot pull {image}: check its default route and /etc/resolv.conf "
-            "(invoke lab.ssh NODE -- 'ip route; cat /etc/resolv.conf') and the host's NAT, "
+            f"(invoke lab.ssh {node} -- 'ip route; cat /etc/resolv.conf') and the host's NAT, "
             "or bring the lab up offline with --egress none --airgap")
 
 
@@ -82,7 +84,7 @@ def definite_cause(pods: dict[str, Any], egress: str, previous_logs: PreviousLog
             if reason in PULL_FAILURES:
                 # containerd nests its errors: the root cause (DNS, route, TLS) is at the end.
                 detail = _short(waiting.get("message", ""), keep_end=True) or f"cannot pull {image}"
-                return Cause(node, subject, f"{reason}: {detail}", _pull_fix(image, egress))
+                return Cause(node, subject, f"{reason}: {detail}", _pull_fix(node, image, egress))
             restarts = int(status.get("restartCount", 0))
             if restarts == 0:
                 continue
@@ -92,15 +94,19 @@ def definite_cause(pods: dict[str, Any], egress: str, previous_logs: PreviousLog
                     node, subject, f"{NO_NAMESERVERS} in /etc/resolv.conf (restarted {restarts} times)",
                     f"node {node} has no nameserver: CoreDNS forwards to its /etc/resolv.conf, which "
                     "k0slab-identity writes from k0slab.nameserver= on the kernel command line; check "
-                    "both on the node (invoke lab.ssh NODE -- 'cat /proc/cmdline /etc/resolv.conf')",
+                    f"both (invoke lab.ssh {node} -- 'cat /proc/cmdline /etc/resolv.conf')",
                 )
             if reason == "CrashLoopBackOff" and restarts > CRASH_RESTARTS_LIMIT:
                 last = next((line for line in reversed(log.splitlines()) if line.strip()), "no previous log")
-                return Cause(
-                    node, subject, f"CrashLoopBackOff after {restarts} restarts, last log: {_short(last)}",
-                    f"read its log: k0s kubectl logs -n {namespace} {pod['metadata']['name']} -c {container} "
-                    "--previous (on the controller)",
-                )
+                fix = (f"read its log: k0s kubectl logs -n {namespace} {pod['metadata']['name']} -c {container} "
+                       "--previous (on the controller)")
+                if UNREACHABLE in log:
+                    # Host-network pods reach the service address only through a default route
+                    # (k0s-facts §9, kubernetes issue 57534).
+                    fix = (f"node {node} likely has no default route: check it with "
+                           f"invoke lab.ssh {node} -- ip route; then {fix}")
+                return Cause(node, subject, f"CrashLoopBackOff after {restarts} restarts, last log: {_short(last)}",
+                             fix)
     return None
 
 

@@ -27,6 +27,7 @@ def test_image_pull_failure_names_node_pod_image_and_egress_fix():
     assert cause.reason.startswith("ImagePullBackOff: ...")
     assert "lookup quay.io on 10.213.4.1:53" in cause.reason
     assert "default route and /etc/resolv.conf" in cause.fix and "--egress none --airgap" in cause.fix
+    assert "invoke lab.ssh node2 -- 'ip route; cat /etc/resolv.conf'" in cause.fix
     assert cause.message.startswith("node node2 cannot become Ready: pod kube-system/kube-router-7xk2p")
 
 
@@ -63,6 +64,7 @@ def test_a_few_crashes_are_patience_many_are_a_cause():
     assert cause.reason == ("CrashLoopBackOff after 5 restarts, last log: "
                             "E1201 dial tcp 10.96.0.1:443: connect: network is unreachable")
     assert "logs -n kube-system metrics-server-7cdb99bf49-k5l2m -c metrics-server --previous" in cause.fix
+    assert cause.fix.startswith("node node3 likely has no default route")
 
 
 def test_unscheduled_and_initialising_pods_are_no_cause():
