@@ -456,6 +456,8 @@ class Lab:
         )
         progress(f"plan for lab {self.name} (profile {profile.name}, provider {profile.provider}); nothing is created")
         progress("phases: " + " -> ".join(p.title for p in self._phases(None, progress)))
+        bundles = (["the release's airgap bundle"] if options.airgap else []) + [str(p) for p in options.airgap_bundles]
+        progress(f"egress {profile.egress}; airgap images: {', '.join(bundles) or 'none'}")
         taken = {n.index for n in existing.nodes.values()} if existing else set()
         for position, spec in enumerate(profile.nodes, start=1):
             if existing and spec.name in existing.nodes:
