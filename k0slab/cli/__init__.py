@@ -33,7 +33,7 @@ namespace.add_collection(_collection(
 namespace.add_collection(_collection(
     "lab", lab.lab_up, lab.lab_down, lab.lab_status, lab.lab_kubeconfig, lab.lab_ssh, lab.lab_logs,
     lab.lab_dump_logs, lab.lab_prune, lab.lab_user, lab.lab_users, lab.lab_smoke, lab.lab_upgrade,
-    lab.lab_backup, lab.lab_restore,
+    lab.lab_backup, lab.lab_restore, lab.lab_snapshot, lab.lab_snapshots, lab.lab_revert,
 ))
 namespace.add_collection(_collection("host", host.host_up, host.host_down, host.host_status))
 namespace.add_collection(_collection("bench", bench.bench_up))

@@ -251,3 +251,39 @@ def lab_prune(c):
     from k0slab.cluster.lab import prune
 
     prune(ui.progress)
+
+
+@task(help={"name": "snapshot name", "lab": LAB_HELP, "delete": "remove this snapshot instead of taking it",
+            "force": "replace a snapshot of the same name"})
+@friendly
+def lab_snapshot(c, name, lab="default", delete=False, force=False):
+    """Save every VM of a ready lab (memory and disk) as one point in time; lab.revert brings it back."""
+    from k0slab.cluster.snapshots import Snapshots
+
+    if delete:
+        Snapshots(_lab(lab)).delete(name, ui.progress)
+    else:
+        Snapshots(_lab(lab)).take(name, ui.progress, force=force)
+
+
+@task(help={"lab": LAB_HELP, "json": "print JSON"})
+@friendly
+def lab_snapshots(c, lab="default", json=False):
+    """The lab's snapshots: name, time, size on disk, k0s version, which one was last reverted to."""
+    from k0slab.cluster.snapshots import Snapshots
+
+    rows = Snapshots(_lab(lab)).list()
+    if json:
+        ui.print_json(rows)
+        return
+    ui.table([{**r, "last_reverted": "*" if r["last_reverted"] else ""} for r in rows],
+             ["name", "created", "size", "k0s_version", "nodes", "last_reverted"], title=f"lab {lab} snapshots")
+
+
+@task(help={"name": "snapshot name (see lab.snapshots)", "lab": LAB_HELP})
+@friendly
+def lab_revert(c, name, lab="default"):
+    """Bring the lab back to a snapshot; returns once clocks, /readyz, every node and the kubeconfig are fine."""
+    from k0slab.cluster.snapshots import Snapshots
+
+    Snapshots(_lab(lab)).revert(name, ui.progress)

@@ -27,7 +27,7 @@ from k0slab.vms import image as imagemod
 from k0slab.cluster import kubeconfig, pki
 from k0slab.checks import diagnose, smoke
 from k0slab.cluster import backup as backupmod
-from k0slab.cluster import upgrade, users
+from k0slab.cluster import snapshots, upgrade, users
 from k0slab.vms import vm as vmmod
 from k0slab.vms.backend import VMBackend
 from k0slab.core.errors import K0slabError
@@ -851,17 +851,18 @@ def prune(progress: Progress, backends: list[VMBackend] | None = None) -> list[s
         backends = [vmmod.get_backend("libvirt")]
         if shutil.which("vagrant"):
             backends.insert(0, vmmod.get_backend("vagrant"))  # its machines go before their folders
-    owners: set[str] = set()
+    owners: dict[str, LabState] = {}
     for folder in all_labs():
         try:
-            if folder.load_or_none() is not None:
-                owners.add(folder.name)
+            if (state := folder.load_or_none()) is not None:
+                owners[folder.name] = state
         except K0slabError:
             pass  # a corrupt state owns nothing
     removed = []
     for backend in backends:
         for resource in backend.owned_resources():
-            if resource.lab not in owners and f"{resource.kind} {resource.name}" not in removed:
+            orphan = resource.lab not in owners or snapshots.is_orphan(resource, owners.get(resource.lab))
+            if orphan and f"{resource.kind} {resource.name}" not in removed:
                 backend.remove_resource(resource)
                 removed.append(f"{resource.kind} {resource.name}")
     for folder in (labs_dir(), vm_disks_dir(), data_home() / "locks"):

@@ -41,6 +41,24 @@ class NodeState(BaseModel):
     accel: str | None = None  # "kvm" or "tcg", as chosen at boot: sets how long a stall may last
 
 
+class SnapshotRecord(BaseModel):
+    """One lab.snapshot: every VM's memory and disk at one point, and what the lab was then."""
+
+    name: str
+    created: str  # ISO 8601, UTC
+    profile: str | None
+    k0s_version: str | None
+    # node name -> what must still be true of it for a revert to make sense (role, arch, size, MAC)
+    nodes: dict[str, str]
+    added_bytes: dict[str, int]  # node name -> what the snapshot added to the node's disk
+
+
+class RevertRecord(BaseModel):
+    snapshot: str
+    k0s_version: str | None
+    at: str  # ISO 8601, UTC
+
+
 class LabState(BaseModel):
     version: int = STATE_VERSION
     name: str
@@ -62,6 +80,8 @@ class LabState(BaseModel):
     nodes: dict[str, NodeState] = Field(default_factory=dict)
     # Set when lab.up finished: a re-run with the same request only checks readiness.
     up_fingerprint: str | None = None
+    snapshots: dict[str, SnapshotRecord] = Field(default_factory=dict)
+    last_revert: RevertRecord | None = None
 
 
 def subnet_prefix(index: int) -> str:

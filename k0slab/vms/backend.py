@@ -6,8 +6,9 @@ rest of k0slab does not know which one it talks to.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from k0slab.core.errors import K0slabError
 from k0slab.core.state import LabDir, LabState, NodeState
 
 
@@ -64,3 +65,38 @@ class VMBackend(Protocol):
         """Everything this backend holds that k0slab created (for lab.prune)."""
 
     def remove_resource(self, resource: OwnedResource) -> None: ...
+
+
+@runtime_checkable
+class SnapshotBackend(Protocol):
+    """A backend that can save and restore a running VM's memory and disk (lab.snapshot, lab.revert)."""
+
+    name: str
+
+    def suspend_vm(self, state: LabState, node: NodeState) -> None: ...
+
+    def resume_vm(self, state: LabState, node: NodeState) -> None: ...
+
+    def snapshot_vm(self, lab: LabDir, state: LabState, node: NodeState, snapshot: str) -> int:
+        """Save memory and disk of the (suspended) VM as `snapshot`; returns the bytes it added on disk."""
+
+    def revert_vm(self, state: LabState, node: NodeState, snapshot: str) -> None:
+        """Bring the VM back to `snapshot`, left paused so that all VMs of a lab resume together."""
+
+    def delete_snapshot(self, state: LabState, node: NodeState, snapshot: str) -> None:
+        """Remove `snapshot` of the VM; an absent one is fine."""
+
+    def vm_snapshots(self, state: LabState, node: NodeState) -> list[str]: ...
+
+    def set_guest_time(self, state: LabState, node: NodeState) -> None:
+        """Set the guest's clock to the host's (through the guest agent): a restored VM's clock is old."""
+
+
+def snapshot_backend(backend: VMBackend) -> SnapshotBackend:
+    if not isinstance(backend, SnapshotBackend):
+        raise K0slabError(
+            f"the {backend.name} provider cannot take memory snapshots of running VMs "
+            "(no disk-only fallback: a cold boot would not give a lab back in seconds)",
+            "use a lab made with --provider libvirt for lab.snapshot and lab.revert",
+        )
+    return backend

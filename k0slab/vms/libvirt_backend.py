@@ -8,6 +8,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import libvirt
 import libvirt_qemu
@@ -18,6 +19,7 @@ from k0slab.core.errors import K0slabError
 from k0slab.vms.network import dhcp_host_xml, network_xml
 from k0slab.core.proc import run
 from k0slab.core.state import LabDir, LabState, NodeState
+from k0slab.core.waits import NotYet
 
 DEFAULT_URI = "qemu:///system"
 GUEST_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
@@ -44,7 +46,21 @@ def _uri() -> str:
 
 
 def _not_found(error: libvirt.libvirtError) -> bool:
-    return error.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK)
+    return error.get_error_code() in (
+        libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK, libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,
+    )
+
+
+def _destroy_and_undefine(domain: libvirt.virDomain) -> None:
+    if domain.isActive():
+        domain.destroy()
+    # Internal snapshots live in the overlay (removed with it); their libvirt metadata goes here,
+    # without which libvirt refuses to undefine a domain that has snapshots.
+    domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+
+
+def _allocated_bytes(path: Path) -> int:
+    return path.stat().st_blocks * 512
 
 
 class LibvirtBackend:
@@ -188,9 +204,7 @@ class LibvirtBackend:
     def delete_vm(self, lab: LabDir, state: LabState, node: NodeState) -> None:
         domain = self._domain(state, node)
         if domain is not None:
-            if domain.isActive():
-                domain.destroy()
-            domain.undefine()
+            _destroy_and_undefine(domain)
         self._remove_reservation(state, node)
         lab.disk(node.name).unlink(missing_ok=True)
 
@@ -225,14 +239,72 @@ class LibvirtBackend:
             return "Absent"
         return _STATES.get(domain.state()[0], "Unknown")
 
+    # --- snapshots (internal qcow2 snapshots with memory state, see docs/snapshots.md) -----------
+    def suspend_vm(self, state: LabState, node: NodeState) -> None:
+        domain = self._require_domain(state, node)
+        if domain.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+            domain.suspend()
+
+    def resume_vm(self, state: LabState, node: NodeState) -> None:
+        domain = self._require_domain(state, node)
+        if domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            domain.resume()
+
+    def snapshot_vm(self, lab: LabDir, state: LabState, node: NodeState, snapshot: str) -> int:
+        domain = self._require_domain(state, node)
+        disk = lab.disk(node.name)
+        before = _allocated_bytes(disk)
+        # Read-only disks (the k0s binary disk, raw) are left out by libvirt itself (snapshot='no').
+        xml = (
+            f"<domainsnapshot><name>{escape(snapshot)}</name>"
+            f"<description>k0slab lab {escape(state.name)}</description>"
+            "<memory snapshot='internal'/></domainsnapshot>"
+        )
+        domain.snapshotCreateXML(xml, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
+        return max(0, _allocated_bytes(disk) - before)
+
+    def revert_vm(self, state: LabState, node: NodeState, snapshot: str) -> None:
+        domain = self._require_domain(state, node)
+        domain.revertToSnapshot(domain.snapshotLookupByName(snapshot), libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED)
+
+    def delete_snapshot(self, state: LabState, node: NodeState, snapshot: str) -> None:
+        domain = self._domain(state, node)
+        if domain is None:
+            return
+        try:
+            domain.snapshotLookupByName(snapshot).delete(0)
+        except libvirt.libvirtError as exc:
+            if not _not_found(exc):
+                raise
+
+    def vm_snapshots(self, state: LabState, node: NodeState) -> list[str]:
+        domain = self._domain(state, node)
+        return [] if domain is None else sorted(s.getName() for s in domain.listAllSnapshots(0))
+
+    def set_guest_time(self, state: LabState, node: NodeState) -> None:
+        domain = self._require_domain(state, node)
+        now = time.time()
+        try:
+            # guest-set-time through the qemu-guest-agent the node image runs.
+            domain.setTime({"seconds": int(now), "nseconds": int((now % 1) * 1e9)}, 0)
+        except libvirt.libvirtError as exc:
+            raise NotYet(f"guest agent of {node.name}: {str(exc).splitlines()[0]}") from None
+
     # --- prune -----------------------------------------------------------------------------
     def owned_resources(self) -> list[OwnedResource]:
         owned = []
+        domains = []
         # Both marks k0slab gives what it creates: its metadata element and its name prefix.
         for domain in self.conn.listAllDomains(0):
             lab = _k0slab_lab(domain.XMLDesc(0), "vm")
             if lab is not None and domain.name().startswith(K0SLAB_PREFIX):
-                owned.append(OwnedResource("domain", domain.name(), lab))
+                owned.extend(
+                    OwnedResource("snapshot", f"{domain.name()}/{snapshot.getName()}", lab)
+                    for snapshot in domain.listAllSnapshots(0)
+                )
+                domains.append(OwnedResource("domain", domain.name(), lab))
+        # Snapshots first: removing a domain removes its snapshots' metadata with it.
+        owned.extend(domains)
         for network in self.conn.listAllNetworks(0):
             lab = _k0slab_lab(network.XMLDesc(0), "lab")
             if lab is not None and network.name().startswith(K0SLAB_PREFIX):
@@ -241,6 +313,8 @@ class LibvirtBackend:
 
     def stop_resource(self, resource: OwnedResource) -> bool:
         """Destroy (stop) a running k0slab domain or network, keeping its definition; True if it ran."""
+        if resource.kind == "snapshot":
+            return False  # nothing of a snapshot runs
         try:
             item = (self.conn.lookupByName(resource.name) if resource.kind == "domain"
                     else self.conn.networkLookupByName(resource.name))
@@ -255,10 +329,10 @@ class LibvirtBackend:
     def remove_resource(self, resource: OwnedResource) -> None:
         try:
             if resource.kind == "domain":
-                domain = self.conn.lookupByName(resource.name)
-                if domain.isActive():
-                    domain.destroy()
-                domain.undefine()
+                _destroy_and_undefine(self.conn.lookupByName(resource.name))
+            elif resource.kind == "snapshot":
+                domain_name_, snapshot = resource.name.split("/", 1)
+                self.conn.lookupByName(domain_name_).snapshotLookupByName(snapshot).delete(0)
             elif resource.kind == "network":
                 network = self.conn.networkLookupByName(resource.name)
                 if network.isActive():

@@ -166,6 +166,34 @@ def lab_user_demo(box: Sandbox) -> None:
                       ca_key_pem=(folder / "pki" / "ca.key").read_bytes(), users_dir=folder / "users")
 
 
+def _with_snapshot(box: Sandbox, nodes: dict[str, str], **state: object) -> None:
+    """The up lab with a snapshot s1 recorded, taken with `nodes`."""
+    up_lab(box)
+    path = box.home / "labs" / "default" / "state.json"
+    data = json.loads(path.read_text())
+    data.update(state)
+    data["snapshots"] = {"s1": {
+        "name": "s1", "created": "2026-01-01T00:00:00+00:00", "profile": "default", "k0s_version": "v1.31.1+k0s.0",
+        "nodes": nodes, "added_bytes": {name: 1 << 20 for name in nodes},
+    }}
+    path.write_text(json.dumps(data))
+
+
+NODE1_IDENTITY = f"controller+worker {host_arch()} 2cpu 2048MiB 52:54:00:d5:07:0b"
+
+
+def snapshotted_lab(box: Sandbox) -> None:
+    _with_snapshot(box, {"node1": NODE1_IDENTITY})
+
+
+def snapshot_of_more_nodes(box: Sandbox) -> None:
+    _with_snapshot(box, {"node1": NODE1_IDENTITY, "node2": "worker amd64 1cpu 1024MiB 52:54:00:d5:07:0c"})
+
+
+def snapshotted_vagrant_lab(box: Sandbox) -> None:
+    _with_snapshot(box, {"node1": NODE1_IDENTITY}, provider="vagrant")
+
+
 def corrupt_state(box: Sandbox) -> None:
     folder = box.home / "labs" / "default"
     folder.mkdir(parents=True)
@@ -496,6 +524,22 @@ CASES = [
          "does not match its sha256", "damaged or truncated", (altered_backup,)),
     Case("lab.restore-into-existing-lab", ["lab.restore", "{work}/lab.backup.tar", "--lab", "default"],
          "'default' already exists", "choose another --lab", (up_lab, backup_in_work)),
+    # --- snapshots (each refused before libvirt, SSH or the lab's lock is touched) ---
+    Case("lab.snapshot-name-invalid", ["lab.snapshot", "Bad_Snap"], "'Bad_Snap'", "lowercase letters",
+         (snapshotted_lab,)),
+    Case("lab.snapshot-lab-missing", ["lab.snapshot", "s1"], "'default'", "invoke lab.up"),
+    Case("lab.snapshot-lab-not-up", ["lab.snapshot", "s1", "--lab", "taken"], "'taken' is not up",
+         "invoke lab.up --lab taken", (lab_of_other_profile,)),
+    Case("lab.snapshot-name-taken", ["lab.snapshot", "s1"], "'s1'", "replace it with --force", (snapshotted_lab,)),
+    Case("lab.snapshot-delete-unknown", ["lab.snapshot", "nope", "--delete"], "'nope'", "invoke lab.snapshots",
+         (snapshotted_lab,)),
+    Case("lab.revert-unknown-snapshot", ["lab.revert", "nope"], "'nope' (it has: s1)", "invoke lab.snapshots",
+         (snapshotted_lab,)),
+    Case("lab.revert-lab-missing", ["lab.revert", "s1"], "'default'", "invoke lab.up"),
+    Case("lab.revert-other-node-set", ["lab.revert", "s1"], "differs in node2", "take a new snapshot",
+         (snapshot_of_more_nodes,)),
+    Case("lab.revert-vagrant", ["lab.revert", "s1"], "vagrant provider cannot take memory snapshots",
+         "--provider libvirt", (snapshotted_vagrant_lab,)),
     # --- other tasks ---
     Case("lab.kubeconfig-lab-missing", ["lab.kubeconfig"], "'default'", "invoke lab.up --lab default"),
     Case("lab.status-corrupt-state", ["lab.status"], "state.json is corrupt", "invoke lab.prune", (corrupt_state,)),
