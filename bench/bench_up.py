@@ -68,6 +68,7 @@ TARGETS = (
     Target("disk per extra node <= 100 MB", "disk_per_node_mb", 100.0),
     Target("cached image build <= 1 s", "image_build_cached_s", 1.0),
     Target("boot-to-SSH <= 0.5 x cloud-init", "ratio_boot_k0slab_cloudinit", 0.5),
+    Target("revert of 3 nodes to ready <= 0.15 x up3", "ratio_revert3_up3", 0.15),
 )
 
 # What the table shows, in this order; the unit follows from the key's suffix.
@@ -85,6 +86,10 @@ METRICS = (
     ("boot_to_ssh_s", "boot to SSH, k0slab image (median)"),
     ("boot_to_ssh_cloudinit_s", "boot to SSH, stock cloud-init (median)"),
     ("ratio_boot_k0slab_cloudinit", "k0slab / cloud-init boot"),
+    ("snapshot3_s", "lab.snapshot, 3 nodes"),
+    ("snapshot_mb_per_node", "host disk per snapshot per node"),
+    ("revert3_s", "lab.revert, 3 nodes, to every node Ready + kubectl"),
+    ("ratio_revert3_up3", "revert3 / up3"),
 )
 
 
@@ -133,12 +138,14 @@ def finish(measured: dict[str, Any]) -> dict[str, Any]:
     """The report: every issue-8 key (None when its step failed), derived values and verdicts."""
     report: dict[str, Any] = {key: None for key, _ in METRICS}
     report.update({"phases": {}, "ssh_ready_s": {}, "disk_mb_by_node": {}, "qemu_rss_mb_by_node": {},
-                   "boot_samples_s": {}, "errors": []})
+                   "boot_samples_s": {}, "snapshot_mb_by_node": {}, "errors": []})
     report.update(measured)
     report["ratio_up3_up1"] = ratio(report["up3_s"], report["up1_s"])
     report["ratio_boot_k0slab_cloudinit"] = ratio(report["boot_to_ssh_s"], report["boot_to_ssh_cloudinit_s"])
     report["disk_per_node_mb"] = mean(report["disk_mb_by_node"])
     report["qemu_rss_mb_per_node"] = mean(report["qemu_rss_mb_by_node"])
+    report["snapshot_mb_per_node"] = mean(report["snapshot_mb_by_node"])
+    report["ratio_revert3_up3"] = ratio(report["revert3_s"], report["up3_s"])
     report = _rounded(report)
     report["targets"] = verdicts(report)
     return report
@@ -381,6 +388,16 @@ def _footprint(name: str) -> dict[str, Any]:
     return {"disk_mb_by_node": overlay_disk_mb(lab.disks_dir), "qemu_rss_mb_by_node": rss}
 
 
+def _snapshot_and_revert(name: str) -> dict[str, Any]:
+    """lab.snapshot of the ready 3-node lab, then lab.revert to it: its wall time ends only once
+    every node is Ready and a kubectl call with the lab's kubeconfig answered (lab.revert's last steps)."""
+    snapshot_s = _invoke("lab.snapshot", "bench", "--lab", name)
+    added = LabDir(name).load().snapshots["bench"].added_bytes
+    revert_s = _invoke("lab.revert", "bench", "--lab", name)
+    return {"snapshot3_s": snapshot_s, "revert3_s": revert_s,
+            "snapshot_mb_by_node": {node: size / MIB for node, size in added.items()}}
+
+
 def _cached_build(options: BenchOptions) -> dict[str, Any]:
     samples = []
     for _ in range(CACHED_BUILD_CALLS):
@@ -427,6 +444,7 @@ def run_benchmark(options: BenchOptions, progress: Progress) -> dict[str, Any]:
         if step("3-node lab.up", lambda: _up3(up3, options, progress)):
             step("disk and memory of the 3 nodes", lambda: _footprint(up3))
             step("re-run", lambda: {"rerun_s": _invoke(*_up_args(up3, 3, options))})
+            step("snapshot and revert", lambda: _snapshot_and_revert(up3))
             step("3-node lab.down", lambda: {"down3_s": _invoke("lab.down", "--lab", up3)})
     return finish(measured)
 

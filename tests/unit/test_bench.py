@@ -57,7 +57,7 @@ def test_report_has_every_issue_key_derived_values_and_verdicts():
     verdicts = {row["key"]: row["verdict"] for row in report["targets"]}
     assert verdicts == {"ratio_up3_up1": "met", "overhead_s": "missed", "rerun_s": "met", "down3_s": "met",
                         "disk_per_node_mb": "met", "image_build_cached_s": "met",
-                        "ratio_boot_k0slab_cloudinit": "met"}
+                        "ratio_boot_k0slab_cloudinit": "met", "ratio_revert3_up3": "not measured"}
     assert json.loads(json.dumps(report)) == report
 
 
@@ -163,7 +163,7 @@ def test_lab_names_fit_k0slab_rules():
 
 
 def test_a_whole_run_with_fakes_goes_on_after_a_failed_step_and_removes_its_labs(tmp_path, monkeypatch):
-    from k0slab.core.state import LabDir
+    from k0slab.core.state import LabDir, LabState, SnapshotRecord
 
     monkeypatch.setenv("K0SLAB_HOME", str(tmp_path))
     downed: list[str] = []
@@ -185,7 +185,11 @@ def test_a_whole_run_with_fakes_goes_on_after_a_failed_step_and_removes_its_labs
             timings.parent.mkdir(parents=True)
             timings.write_text(json.dumps({"phases": PHASES, "ssh_ready_s": {"node1": 29.0}}))
             return 60.0
-        return {"lab.up": 40.0, "lab.down": 4.0}.get(args[0], 1.0)
+        if args[0] == "lab.snapshot":
+            LabDir(args[3]).save(LabState(name=args[3], subnet_index=5, network="n", bridge="b", snapshots={
+                "bench": SnapshotRecord(name="bench", created="now", profile="default", k0s_version="v1",
+                                        nodes={}, added_bytes={"node1": 200 << 20, "node2": 100 << 20})}))
+        return {"lab.up": 40.0, "lab.down": 4.0, "lab.revert": 9.0}.get(args[0], 1.0)
 
     def no_footprint(name: str) -> dict:
         raise K0slabError("no /proc")
@@ -205,6 +209,8 @@ def test_a_whole_run_with_fakes_goes_on_after_a_failed_step_and_removes_its_labs
     assert report["overhead_s"] == 11.0 and report["ratio_boot_k0slab_cloudinit"] == 0.33
     assert report["boot_samples_s"] == {"debian-12": [10.0, 10.0], "debian-12-cloudinit": [30.0, 30.0]}
     assert report["disk_per_node_mb"] is None
+    assert (report["snapshot3_s"], report["revert3_s"], report["ratio_revert3_up3"]) == (1.0, 9.0, 0.15)
+    assert report["snapshot_mb_by_node"] == {"node1": 200.0, "node2": 100.0} and report["snapshot_mb_per_node"] == 150.0
     ups = [c for c in commands if c[0] == "lab.up"]
     assert all(c[-2:] == ("--k0s-binary", "/k0s") for c in ups)
     assert {c[4] for c in ups} <= set(downed)
