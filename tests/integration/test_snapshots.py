@@ -43,7 +43,8 @@ def _revert() -> dict[str, float]:
     """lab.revert through the CLI; the seconds it printed for each step."""
     result = invoke("lab.revert", "clean", "--lab", LAB)
     output = result.stdout + result.stderr
-    timings = {m.group(1): float(m.group(2)) for m in re.finditer(r"    (.+?): done in ([\d.]+)s", output)}
+    timings = {m.group(1): float(m.group(2))
+               for m in re.finditer(r"^.*?\s{4}(\S.*?): done in ([\d.]+)s$", output, re.MULTILINE)}
     assert list(timings) == REVERT_STEPS, output
     assert "is back at snapshot clean" in output, output
     return timings
