@@ -144,33 +144,10 @@ class Snapshots:
                     f"snapshot {name!r} is recorded but libvirt has none for {', '.join(missing)}",
                     f"remove the record with: invoke lab.snapshot {name} --delete --lab {self.dir.name}",
                 )
-            controller = _controller(state)
-            assert controller is not None  # the snapshot was taken of an up lab with the same nodes
-            probe = _ControllerProbe(self.lab.ssh, controller)
-            hint = (f"k0s journals: invoke lab.logs NODE --lab {self.dir.name}; "
-                    f"VMs: invoke lab.status --lab {self.dir.name}")
-            registered = [n.name for n in nodes if n.role not in ("controller", "none")]
+            probe = _ControllerProbe(self.lab.ssh, _controller(state))
             manager = PhaseManager(progress)
             try:
-                manager.run([
-                    Phase("restore every VM's memory and disk", lambda: self._restore_all(state, backend, nodes, name)),
-                    Phase("correct the guest clocks", lambda: _parallel(nodes, lambda n: Requirement(
-                        f"the guest agent of {n.name} to set its clock", hint, timeout_s=GUEST_AGENT_TIMEOUT_S,
-                        min_interval_s=0.2, max_interval_s=1.0,
-                    ).wait(lambda: backend.set_guest_time(state, n)))),
-                    Phase("API answers /readyz", lambda: Requirement(
-                        f"the API server of {controller.name} to answer /readyz with ok", hint,
-                        timeout_s=REVERT_READY_TIMEOUT_S, min_interval_s=0.2, max_interval_s=2.0,
-                    ).wait(probe.attempt(bootstrap.readyz))),
-                    Phase("every node Ready", lambda: Requirement(
-                        f"nodes {', '.join(registered)} to be Ready", hint,
-                        timeout_s=REVERT_READY_TIMEOUT_S, min_interval_s=0.5, max_interval_s=2.0,
-                    ).wait(probe.attempt(lambda ssh: bootstrap.wait_nodes_ready(ssh, registered)))),
-                    Phase("the kubeconfig works", lambda: Requirement(
-                        f"the lab's kubeconfig {self.dir.kubeconfig} to list the nodes", hint,
-                        timeout_s=REVERT_READY_TIMEOUT_S, min_interval_s=0.5, max_interval_s=2.0,
-                    ).wait(probe.attempt(self._kubeconfig_works))),
-                ])
+                manager.run(self._revert_phases(state, backend, nodes, name, probe))
             finally:
                 probe.close()
             state.last_revert = RevertRecord(snapshot=name, k0s_version=record.k0s_version, at=_now())
@@ -184,6 +161,32 @@ class Snapshots:
         return manager.timings
 
     # --- steps -------------------------------------------------------------------------------
+    def _revert_phases(self, state: LabState, backend: SnapshotBackend, nodes: list[NodeState], name: str,
+                       probe: _ControllerProbe) -> list[Phase]:
+        """Restore, then each thing a user needs of the lab, in the order it becomes true."""
+        hint = (f"k0s journals: invoke lab.logs NODE --lab {self.dir.name}; "
+                f"VMs: invoke lab.status --lab {self.dir.name}")
+        registered = [n.name for n in nodes if n.role not in ("controller", "none")]
+
+        def wait(description: str, probe_once: Callable[[], Any], timeout_s: float = REVERT_READY_TIMEOUT_S) -> None:
+            Requirement(description, hint, timeout_s=timeout_s, min_interval_s=0.2, max_interval_s=2.0).wait(
+                probe_once)
+
+        return [
+            Phase("restore every VM's memory and disk", lambda: self._restore_all(state, backend, nodes, name)),
+            Phase("correct the guest clocks", lambda: _parallel(nodes, lambda n: wait(
+                f"the guest agent of {n.name} to set its clock", lambda: backend.set_guest_time(state, n),
+                GUEST_AGENT_TIMEOUT_S))),
+            Phase("API answers /readyz", lambda: wait(
+                f"the API server of {probe.node.name} to answer /readyz with ok", probe.attempt(bootstrap.readyz))),
+            Phase("every node Ready", lambda: wait(
+                f"nodes {', '.join(registered)} to be Ready",
+                probe.attempt(lambda ssh: bootstrap.wait_nodes_ready(ssh, registered)))),
+            Phase("the kubeconfig works", lambda: wait(
+                f"the lab's kubeconfig {self.dir.kubeconfig} to list the nodes",
+                probe.attempt(self._kubeconfig_works))),
+        ]
+
     def _record(self, state: LabState, name: str) -> SnapshotRecord:
         if name not in state.snapshots:
             known = ", ".join(sorted(state.snapshots)) or "none"
@@ -221,23 +224,21 @@ class Snapshots:
 
     def _require_ready(self, state: LabState, backend: SnapshotBackend) -> list[NodeState]:
         nodes = sorted(state.nodes.values(), key=lambda n: n.index)
-        controller = _controller(state)
-        assert controller is not None  # _check_takeable
-        stopped = [f"{n.name} {state_}" for n in nodes if (state_ := backend.vm_state(state, n)) != "Running"]
         registered = [n.name for n in nodes if n.role not in ("controller", "none")]
-        ssh = self.lab.ssh(controller)
+        probe = _ControllerProbe(self.lab.ssh, _controller(state))
         try:
+            stopped = [f"{n.name} {vm}" for n in nodes if (vm := backend.vm_state(state, n)) != "Running"]
             if stopped:
                 raise NotYet("VMs not running: " + ", ".join(stopped))
-            bootstrap.wait_nodes_ready(ssh, registered)
-        except (NotYet, RemoteCommandError, *SSH_TRANSPORT_ERRORS) as exc:
+            probe.attempt(lambda ssh: bootstrap.wait_nodes_ready(ssh, registered))()
+        except (NotYet, RemoteCommandError) as exc:
             raise K0slabError(
                 f"lab {self.dir.name!r} is not ready ({exc}): "
                 "a snapshot is only taken of a lab whose nodes are all Ready",
                 f"repair it with: invoke lab.up --lab {self.dir.name}, then snapshot again",
             ) from None
         finally:
-            ssh.close()
+            probe.close()
         return nodes
 
     def _save_all(self, state: LabState, backend: SnapshotBackend, nodes: list[NodeState], name: str,
@@ -279,19 +280,21 @@ class Snapshots:
 class _ControllerProbe:
     """One SSH connection to the controller for a series of probes; a dropped one is reopened."""
 
-    def __init__(self, connect: Callable[[NodeState], SSHNode], controller: NodeState) -> None:
-        self._connect, self._controller = connect, controller
+    def __init__(self, connect: Callable[[NodeState], SSHNode], controller: NodeState | None) -> None:
+        if controller is None:
+            raise K0slabError("the lab has no controller", "bring it up: invoke lab.up")
+        self._connect, self.node = connect, controller
         self._ssh: SSHNode | None = None
 
     def attempt(self, probe: Callable[[SSHNode], T]) -> Callable[[], T]:
         def once() -> T:
             if self._ssh is None:
-                self._ssh = self._connect(self._controller)
+                self._ssh = self._connect(self.node)
             try:
                 return probe(self._ssh)
             except SSH_TRANSPORT_ERRORS as exc:
                 self.close()
-                raise NotYet(f"SSH to {self._controller.name}: {type(exc).__name__}: {exc}") from None
+                raise NotYet(f"SSH to {self.node.name}: {type(exc).__name__}: {exc}") from None
         return once
 
     def close(self) -> None:
