@@ -44,7 +44,7 @@ def _revert() -> dict[str, float]:
     result = invoke("lab.revert", "clean", "--lab", LAB)
     output = result.stdout + result.stderr
     timings = {m.group(1): float(m.group(2))
-               for m in re.finditer(r"^.*?\s{4}(\S.*?): done in ([\d.]+)s$", output, re.MULTILINE)}
+               for m in re.finditer(r"^\s*[\d.]+s\s+(\S.*?): done in ([\d.]+)s$", output, re.MULTILINE)}
     assert list(timings) == REVERT_STEPS, output
     assert "is back at snapshot clean" in output, output
     return timings
