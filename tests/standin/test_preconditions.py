@@ -58,6 +58,9 @@ def test_list_images_names_the_release_images__contract_9(make_node):
         "quay.io/k0sproject/envoy-distroless:v1.31.1"]
     v133 = node.ok("airgap", "list-images", "--all", env=node.env(K0S_STANDIN_VERSION="v1.33.4+k0s.0")).split()
     assert "quay.io/k0sproject/kube-proxy:v1.33.4" in v133 and "quay.io/k0sproject/pushgateway-ttl:1.4.0-k0s.0" in v133
+    # lab.upgrade's drill goes v1.33 -> v1.34: the upgraded stand-in must know v1.34's images too.
+    v134 = node.ok("airgap", "list-images", env=node.env(K0S_STANDIN_VERSION="v1.34.1+k0s.0")).split()
+    assert "quay.io/k0sproject/coredns:1.13.1" in v134 and "quay.io/k0sproject/kube-proxy:v1.34.1" in v134
     unknown = node.k0s("airgap", "list-images", env=node.env(K0S_STANDIN_VERSION="v1.36.1+k0s.0"))
     assert unknown.returncode == 1 and "no image list for v1.36.1+k0s.0" in unknown.stderr
 

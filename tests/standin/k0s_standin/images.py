@@ -1,7 +1,7 @@
 """The images a k0s release needs (`k0s airgap list-images`) and the airgap bundles that provide them.
 
 Image names and tags are k0s's `pkg/constant/constant.go` at the release tag named in IMAGE_TABLES; the list
-and its order are `pkg/airgap/images.go` `GetImageURIs` of v1.30-v1.33: every CNI's images whatever the
+and its order are `pkg/airgap/images.go` `GetImageURIs` of v1.30-v1.34: every CNI's images whatever the
 provider, pushgateway only with `--all` from v1.33, envoy only when node-local load balancing is on (or
 with `--all`). The kube-proxy tag is the Kubernetes version of the release itself. Minors without a table
 are refused rather than guessed.
@@ -70,6 +70,19 @@ IMAGE_TABLES: dict[str, dict[str, str]] = {
         "pause": "quay.io/k0sproject/pause:3.10.1",
         "pushgateway": "quay.io/k0sproject/pushgateway-ttl:1.4.0-k0s.0",
         "envoy": "quay.io/k0sproject/envoy-distroless:v1.32.8",
+    },
+    "1.34": {  # v1.34.1+k0s.0
+        "calico-cni": "quay.io/k0sproject/calico-cni:v3.29.6-0",
+        "calico-kube-controllers": "quay.io/k0sproject/calico-kube-controllers:v3.29.6-0",
+        "calico-node": "quay.io/k0sproject/calico-node:v3.29.6-0",
+        "coredns": "quay.io/k0sproject/coredns:1.13.1",
+        "konnectivity-agent": "quay.io/k0sproject/apiserver-network-proxy-agent:v0.33.0",
+        "kube-router": "quay.io/k0sproject/kube-router:v2.6.1-iptables1.8.11-0",
+        "cni-node": "quay.io/k0sproject/cni-node:1.8.0-k0s.0",
+        "metrics-server": "quay.io/k0sproject/metrics-server:v0.7.2-0",
+        "pause": "quay.io/k0sproject/pause:3.10.1",
+        "pushgateway": "quay.io/k0sproject/pushgateway-ttl:1.4.0-k0s.0",
+        "envoy": "quay.io/k0sproject/envoy-distroless:v1.34.3",
     },
 }
 LISTED = ("calico-cni", "calico-kube-controllers", "calico-node", "coredns", "konnectivity-agent", "kube-proxy",
