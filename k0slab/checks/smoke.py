@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
 
+from k0slab.core import cancel
 from k0slab.core.errors import K0slabError
 from k0slab.cluster.k0s.bootstrap import ADMIN_KUBECONFIG
 from k0slab.vms.remote import CommandResult, Runner
@@ -535,7 +536,7 @@ def _check_system(ctx: _Context) -> str:
     # Restarts are only visible as a difference between two samples some seconds apart.
     remaining = ctx.settings.restart_sample_s - (time.monotonic() - first_at)
     if remaining > 0:
-        time.sleep(remaining)
+        cancel.sleep(remaining)
         last = sample()
     problems = _system_problems(last, components)
     before = _restarts(first)

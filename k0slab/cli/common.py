@@ -4,14 +4,19 @@ from __future__ import annotations
 import functools
 import os
 import shlex
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 from invoke import Exit
 
-from k0slab.core import ui
+from k0slab.core import cancel, ui
+from k0slab.core.paths import crash_report_path
+from k0slab.core.state import write_private
 from k0slab.core.errors import K0slabError
 
 LAB_HELP = "lab name (default: default); several labs live side by side"
@@ -55,28 +60,87 @@ def check_command_line(task_name: str, kwargs: dict[str, Any]) -> None:
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn K0slabError into one line on stderr and a non-zero exit, never a traceback; refuse non-root
-    at once for every task that needs root."""
+    """The one error boundary between k0slab and its user: K0slabError becomes one line on stderr and
+    a non-zero exit; anything else (a bug) one line plus a saved traceback; never a traceback on the
+    terminal. Non-root is refused at once for every task that needs root.
+
+    The task runs in a worker thread while the main thread only waits, so that Ctrl-C or SIGTERM is
+    handled at once even while the task is inside a libvirt or SSH call that Python cannot
+    interrupt. The cancel event then stops every wait at its next check."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        outcome: dict[str, Any] = {}
+
+        def body() -> None:
+            try:
+                check_command_line(func.__name__, kwargs)
+                if func.__name__ not in UNPRIVILEGED:
+                    require_root(func.__name__.replace("_", ".", 1).replace("_", "-"))
+                outcome["result"] = func(*args, **kwargs)
+            except (Exit, cancel.Cancelled, KeyboardInterrupt) as stop:
+                outcome["stop"] = stop
+            except K0slabError as error:
+                ui.error_console.print(ui.format_error(error), markup=False)
+                outcome["stop"] = Exit(code=1)
+            except Exception as bug:  # the last resort: one line, the traceback in a file
+                ui.error_console.print(ui.format_error(_unexpected(bug)), markup=False)
+                outcome["stop"] = Exit(code=1)
+
+        worker = threading.Thread(target=body, name=f"k0slab-{func.__name__}", daemon=True)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
-            check_command_line(func.__name__, kwargs)
-            if func.__name__ not in UNPRIVILEGED:
-                require_root(func.__name__.replace("_", ".", 1).replace("_", "-"))
-            return func(*args, **kwargs)
-        except K0slabError as error:
-            ui.error_console.print(ui.format_error(error), markup=False)
-            raise Exit(code=1) from None
-        except KeyboardInterrupt:
-            ui.error_console.print("interrupted: run the same command again to continue, or lab.down to clean up")
-            # Exit now: worker threads may be inside a long wait, and an orderly interpreter exit
-            # would join them. State files are written atomically, so nothing is half-written.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
+            worker.start()
+            while worker.is_alive():
+                worker.join(0.2)
+        except (KeyboardInterrupt, _Terminated) as interruption:
+            _stop_now(worker, 143 if isinstance(interruption, _Terminated) else 130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if "stop" in outcome:
+            raise outcome["stop"]
+        return outcome.get("result")
 
     return wrapper
+
+
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception in the main thread like SIGINT's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+# How long an interrupted task may take to unwind (its `finally` blocks save state and forget a VM
+# that was half-created) before the process exits regardless.
+UNWIND_GRACE_S = 1.5
+
+
+def _stop_now(worker: threading.Thread, code: int) -> None:
+    cancel.cancel()
+    ui.error_console.print("interrupted: run the same command again to continue, or lab.down to clean up",
+                           markup=False)
+    worker.join(UNWIND_GRACE_S)
+    # Exit without joining the task's own threads: one may be inside a libvirt call that cannot be
+    # interrupted. State files are written atomically, so nothing is half-written; lab.down and
+    # lab.prune find a domain that such a call creates afterwards by its name.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _unexpected(bug: Exception) -> K0slabError:
+    """A failure k0slab did not translate: keep the traceback where the user can send it."""
+    report = crash_report_path()
+    try:
+        write_private(report, "".join(traceback.format_exception(bug)))
+        where = f"the traceback is in {report}"
+    except OSError:
+        where = "the traceback could not be saved"
+    first_line = (str(bug).strip().splitlines() or [""])[0][:300]
+    return K0slabError(f"unexpected {type(bug).__name__}: {first_line}",
+                       f"{where}; please report it with the command you ran")
 
 
 def remainder_argv() -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from k0slab.core import cancel
 from k0slab.core.errors import K0slabError
 
 LOCK_WAIT_S = 10.0
@@ -124,7 +125,7 @@ def _locked(target: Path) -> Iterator[None]:
             if time.monotonic() > deadline:
                 raise K0slabError(f"{lock} has been held for {LOCK_WAIT_S:g}s",
                                   "if no kubectl is editing the kubeconfig, delete the lock file") from None
-            time.sleep(LOCK_POLL_S)
+            cancel.sleep(LOCK_POLL_S)
     try:
         yield
     finally:

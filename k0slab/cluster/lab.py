@@ -575,10 +575,14 @@ class Lab:
     def _create_vms(self, run: _Run, progress: Progress) -> None:
         profile, state = run.options.profile, run.state
         for spec in profile.nodes:
-            if spec.name in state.nodes:
-                continue
-            run.new_nodes.append(vmmod.plan_node(state, _vm_request(profile, spec)))
-            state.nodes[spec.name] = run.new_nodes[-1]
+            reserved = state.nodes.get(spec.name)
+            if reserved is None:
+                run.new_nodes.append(vmmod.plan_node(state, _vm_request(profile, spec)))
+                state.nodes[spec.name] = run.new_nodes[-1]
+            elif self.backend.vm_state(state, reserved) == "Absent":
+                # Reserved by a run that stopped before its VM existed (interrupted, or libvirt was
+                # down): create it now with the address it already has, instead of failing to start it.
+                run.new_nodes.append(reserved)
         # Bundles go only where a kubelet runs: a pure controller pulls no images.
         disks = {
             node.name: (str(run.binary_disks[node.arch]),)

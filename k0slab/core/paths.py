@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from k0slab.core.errors import K0slabError
@@ -98,3 +99,8 @@ def check_folder(path: Path, flag: str) -> Path:
                                   "give a folder path, e.g. out/logs")
             break
     return path
+
+
+def crash_report_path() -> Path:
+    """Where the CLI keeps the traceback of a failure k0slab did not expect, one file per run."""
+    return data_home() / "crash" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"

@@ -14,11 +14,12 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
+from k0slab.core import cancel
 from k0slab.core.errors import K0slabError
 from k0slab.core.paths import data_home, labs_dir, vm_disks_dir
 
@@ -220,14 +221,16 @@ class LabDir:
         write_private(self.state_file, state.model_dump_json(indent=2))
 
     @contextlib.contextmanager
-    def locked(self, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    def locked(self, wait_s: float = LOCK_WAIT_S, progress: Callable[[str], None] | None = None) -> Iterator[None]:
         """Hold the lab's lock: two commands on one lab would race on libvirt and the state file.
-        Short operations (a vm.launch creating its domain) queue briefly; a long holder is named."""
+        Short operations (a vm.launch creating its domain) queue for up to wait_s, saying so once;
+        a holder that takes longer is named."""
         # Lab names are no secret (QEMU's command line shows them), but nobody else needs the list.
         private_folder(data_home(), 0o711)
         private_folder(self.lock_file.parent, 0o700)
         with open(self.lock_file, "a+", opener=private_opener) as handle:
             deadline = time.monotonic() + wait_s
+            announced = False
             while True:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -235,14 +238,17 @@ class LabDir:
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES):
                         raise
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
                     if time.monotonic() >= deadline:
-                        handle.seek(0)
-                        holder = handle.read().strip() or "unknown"
                         raise K0slabError(
                             f"lab {self.name!r} is busy: another k0slab command (pid {holder}) is working on it",
                             "wait for it to finish, or stop it",
                         ) from None
-                    time.sleep(0.2)
+                    if progress and not announced:
+                        progress(f"lab {self.name} is busy (pid {holder}): waiting up to {wait_s:.0f}s for it")
+                        announced = True
+                    cancel.sleep(0.2)
             handle.seek(0)
             handle.truncate()
             handle.write(str(os.getpid()))

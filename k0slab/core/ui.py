@@ -10,11 +10,12 @@ from collections.abc import Iterable
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from k0slab.core.errors import K0slabError
 
-console = Console(highlight=False, soft_wrap=True)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, markup=False)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 _started = time.monotonic()
 
 
@@ -22,15 +23,27 @@ def setup_logging() -> None:
     """k0slab's retries and waits are logged at INFO, one line each; paramiko's own tracebacks for
     connection attempts that k0slab retries anyway are noise."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(relativeCreated)9.0fms %(message)s"))
+    handler.setFormatter(_SameClock())
     logger = logging.getLogger("k0slab")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
+class _SameClock(logging.Formatter):
+    """Retry and wait lines carry the same clock and format as progress lines: seconds since start."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{_elapsed()} {record.getMessage()}"
+
+
+def _elapsed() -> str:
+    return f"{time.monotonic() - _started:7.1f}s"
+
+
 def progress(message: str) -> None:
-    console.print(f"[dim]{time.monotonic() - _started:7.1f}s[/dim] {message}", markup=True)
+    # The message is plain text: "[skip]" or a "[/path]" in it must print as written, never as markup.
+    console.print(Text.assemble((_elapsed(), "dim"), " ", message))
 
 
 def table(rows: Iterable[dict[str, Any]], columns: list[str], title: str | None = None) -> None:

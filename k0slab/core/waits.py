@@ -19,6 +19,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from k0slab.core import cancel
 from k0slab.core.errors import K0slabError
 
 log = logging.getLogger("k0slab")
@@ -55,15 +56,20 @@ class Requirement:
                     self.description, state.attempt_number, _one_line(error), state.upcoming_sleep,
                 )
 
+        def checked_probe() -> T:
+            cancel.raise_if_cancelled()
+            return probe()
+
         retrying = Retrying(
             retry=retry_if_exception_type(healable),
+            sleep=cancel.sleep,  # a Ctrl-C ends the wait at once, not after the backoff
             stop=stop_after_delay(self.timeout_s),
             wait=wait_random_exponential(multiplier=self.min_interval_s, max=self.max_interval_s),
             before_sleep=before_sleep,
             reraise=True,
         )
         try:
-            return retrying(probe)
+            return retrying(checked_probe)
         except healable as exc:
             waited = time.monotonic() - started
             raise WaitTimeout(

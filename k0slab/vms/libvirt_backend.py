@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape
 import libvirt
 import libvirt_qemu
 
+from k0slab.core import cancel
 from k0slab.vms.backend import BootSpec, OwnedResource
 from k0slab.vms.domain import K0SLAB_XMLNS, DomainSpec, domain_name, domain_xml
 from k0slab.core.errors import K0slabError
@@ -186,7 +187,7 @@ class LibvirtBackend:
                 domain.shutdown()
                 deadline = time.monotonic() + SHUTDOWN_GRACE_S
                 while time.monotonic() < deadline and domain.isActive():
-                    time.sleep(0.5)
+                    cancel.sleep(0.5)
             except libvirt.libvirtError:
                 pass
         if domain.isActive():

@@ -271,6 +271,8 @@ def wait_for_ssh(
         return {name: future.result() for name, future in futures.items()}
 
 
+LAUNCH_QUEUE_S = 600.0
+
 # --- the vm.* verbs -------------------------------------------------------------------------
 
 
@@ -281,7 +283,9 @@ def launch(lab_name: str, request: VMRequest, *, progress: Progress = print, wai
     # Validate against a throwaway state first, so bad input creates nothing.
     existing = lab.load_or_none()
     plan_node(existing or LabState(name=lab.name, subnet_index=1, network="", bridge=""), request)
-    with lab.locked():
+    # Creating one domain is short, but a fresh libvirtd first probes each QEMU binary, which under
+    # TCG on a busy machine takes minutes: launches into one lab queue rather than fail.
+    with lab.locked(wait_s=LAUNCH_QUEUE_S, progress=progress):
         state = open_or_create_lab(lab, backend)
         node = plan_node(state, request)
         progress(f"launching {node.name} ({node.arch}, {node.cpus} CPU, {node.memory_mib} MiB) at {node.ip}")

@@ -25,7 +25,9 @@ SMALL = ("--memory", "1G", "--k0s-binary", str(STANDIN))
 def test_a_vm_that_never_boots_fails_in_bounded_time_with_its_console(tmp_path: Path):
     lab = "itnoboot"
     profile = yaml.safe_load((REPO / "profiles" / "single.yaml").read_text())
-    profile.update(name="noboot", kernel_args="init=/nonexistent", timeouts={"boot": 40})
+    # Debian's initramfs falls back to /sbin/init when init= names a missing file, so name one that
+    # exists and exits at once: PID 1 ends, the kernel panics, and SSH never answers.
+    profile.update(name="noboot", kernel_args="init=/bin/false", timeouts={"boot": 40})
     path = tmp_path / "noboot.yaml"
     path.write_text(yaml.safe_dump(profile))
     try:
