@@ -405,6 +405,13 @@ class Lab:
             for arch in {profile.node_arch(n) for n in profile.nodes}:
                 release.check_local_binary(options.k0s_binary, arch)
         self._validate_airgap(options)
+        if existing is not None and existing.nodes and existing.provider != profile.provider:
+            # The provider is fixed when the lab is made: its VMs exist only to the backend that made them.
+            raise K0slabError(
+                f"lab {self.name!r} runs on provider {existing.provider}, not {profile.provider}",
+                f"use --provider {existing.provider}, another --lab name, "
+                f"or remove it: invoke lab.down --lab {self.name}",
+            )
         if existing is not None and existing.nodes and existing.egress != profile.egress:
             raise K0slabError(
                 f"lab {self.name!r} has egress {existing.egress}, not {profile.egress}: its network is made",

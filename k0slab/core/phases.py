@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from k0slab.core import cancel
+
 
 @dataclass
 class Phase:
@@ -25,6 +27,7 @@ class PhaseManager:
 
     def run(self, phases: list[Phase]) -> dict[str, float]:
         for phase in phases:
+            cancel.raise_if_cancelled()
             if not phase.should_run():
                 self.progress(f"[skip] {phase.title}: nothing to do")
                 self.timings[phase.title] = 0.0

@@ -36,6 +36,16 @@ class RemoteCommandError(K0slabError):
         self.result = result
 
 
+class RemoteCommandTimeout(K0slabError):
+    """A remote command that stayed silent past its bound: its own error, never a dropped connection
+    to retry, since repeating a command that hangs would only hang again."""
+
+    def __init__(self, node: str, command: str, bound_s: float, hint: str = "") -> None:
+        short = command if len(command) <= 80 else command[:77] + "..."
+        super().__init__(f"{node}: `{short}` gave no answer for {bound_s:.0f}s", hint)
+        self.node = node
+
+
 class Runner(Protocol):
     """A node to run commands on, as root."""
 

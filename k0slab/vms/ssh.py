@@ -12,9 +12,11 @@ address ever leaves from the host's main namespace.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shlex
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
@@ -23,11 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fabric import Config, Connection
 
 from k0slab.core.errors import K0slabError
-from k0slab.vms.remote import CommandResult, RemoteCommandError
+from k0slab.vms.remote import CommandResult, RemoteCommandError, RemoteCommandTimeout
 from k0slab.core.state import write_private
 from k0slab.core.waits import NotYet
 
 CONNECT_TIMEOUT_S = 10
+# The bound of a remote command that names none: the longest it may stay silent (no output, no
+# exit). Long steps (k0s backup, bundle imports, smoke waits) pass their own.
+COMMAND_TIMEOUT_S = 300.0
 HOST_KEY_TYPE = "ssh-ed25519"  # the only host key k0slab's image makes (image._customise)
 # Nodes of one lab come up in parallel threads; each rewrites the lab's known_hosts once.
 _PIN_LOCK = threading.Lock()
@@ -173,9 +178,9 @@ class SSHNode:
         """Raise NotYet unless a root login works and runs a command (the real readiness signal)."""
         try:
             result = self.run("true", check=False, timeout=CONNECT_TIMEOUT_S)
-        except (TimeoutError, OSError, EOFError, paramiko.SSHException, NodeUnreachable) as exc:
+        except (OSError, EOFError, paramiko.SSHException, NodeUnreachable, RemoteCommandTimeout) as exc:
             self.close()
-            reason = exc.message if isinstance(exc, NodeUnreachable) else (str(exc) or type(exc).__name__)
+            reason = exc.message if isinstance(exc, K0slabError) else (str(exc) or type(exc).__name__)
             raise NotYet(f"ssh root@{self.host}: {reason}") from None
         if not result.ok:
             raise NotYet(f"ssh root@{self.host}: `true` exited {result.exit_code}")
@@ -184,17 +189,29 @@ class SSHNode:
         self, command: str, *, stdin: str | None = None, check: bool = True, timeout: float | None = None
     ) -> CommandResult:
         connection = self._connect()
+        bound = COMMAND_TIMEOUT_S if timeout is None else timeout
         channel = connection.client.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)
-        if timeout is not None:
-            channel.settimeout(timeout)
-        channel.exec_command(command)
-        if stdin is not None:
-            channel.sendall(stdin.encode())
-        channel.shutdown_write()
-        stdout = _read_all(channel.makefile("rb"))
-        stderr = _read_all(channel.makefile_stderr("rb"))
-        exit_code = channel.recv_exit_status()
-        channel.close()
+        channel.settimeout(bound)
+        try:
+            channel.exec_command(command)
+            if stdin is not None:
+                channel.sendall(stdin.encode())
+            channel.shutdown_write()
+            stdout = _read_all(channel.makefile("rb"))
+            stderr = _read_all(channel.makefile_stderr("rb"))
+            if not channel.status_event.wait(bound):
+                raise TimeoutError
+            exit_code = channel.recv_exit_status()
+        except TimeoutError:
+            # The guest is frozen or the command hangs; the connection is no longer trustworthy.
+            self.close()
+            raise RemoteCommandTimeout(
+                self.name, command, bound,
+                # known_hosts sits in the lab folder, beside logs/ (LabDir).
+                f"the node may be frozen: see {self.known_hosts.parent / 'logs' / f'{self.name}.console.log'}, "
+                f"and its journal with lab.logs {self.name}") from None
+        finally:
+            channel.close()
         result = CommandResult(command=command, exit_code=exit_code, stdout=stdout, stderr=stderr)
         if check and not result.ok:
             raise RemoteCommandError(self.name, result)
@@ -208,19 +225,37 @@ class SSHNode:
             f"mkdir -p {shlex.quote(os.path.dirname(path) or '/')} && "
             f"install -m {mode:o} /dev/null {shlex.quote(path)}"
         )
-        sftp = self._connect().sftp()
-        with sftp.open(path, "wb") as handle:
-            handle.set_pipelined(True)
-            handle.write(data)
+        with self._transfer(f"sftp write {path}"):
+            with self._sftp().open(path, "wb") as handle:
+                handle.set_pipelined(True)
+                handle.write(data)
 
     def put_file(self, local: Path, path: str, mode: int | None = None) -> None:
-        connection = self._connect()
-        connection.put(str(local), remote=path)
+        with self._transfer(f"sftp put {path}"):
+            self._sftp()
+            self._connect().put(str(local), remote=path)
         if mode is not None:
             self.run(f"chmod {mode:o} {shlex.quote(path)}")
 
     def get_file(self, path: str, local: Path) -> None:
-        self._connect().get(path, local=str(local))
+        with self._transfer(f"sftp get {path}"):
+            self._sftp()
+            self._connect().get(path, local=str(local))
+
+    def _sftp(self) -> paramiko.SFTPClient:
+        """The connection's SFTP session, bounded like a command: silent for COMMAND_TIMEOUT_S fails."""
+        sftp = self._connect().sftp()
+        sftp.get_channel().settimeout(COMMAND_TIMEOUT_S)
+        return sftp
+
+    @contextlib.contextmanager
+    def _transfer(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except TimeoutError:
+            self.close()
+            raise RemoteCommandTimeout(self.name, what, COMMAND_TIMEOUT_S,
+                                       "the node may be frozen or its disk full; see lab.status") from None
 
     def close(self) -> None:
         if self._connection is not None:

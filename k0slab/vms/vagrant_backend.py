@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -304,6 +305,8 @@ class VagrantBackend:
         with self._lock:
             if state.box is None:
                 self._ensure_own_box(lab, node)
+            for disk in boot.extra_disks:
+                give_to_qemu(Path(disk))
             boots = load_boots(lab)
             boots[node.name] = boot
             _save_boots(lab, boots)
@@ -350,7 +353,9 @@ class VagrantBackend:
             return (f"vagrant-libvirt waits for a DHCP lease of {node.mac} (vagrant-libvirt issues 673/899); "
                     f"{state.network} reserves {node.ip} for it: see `virsh net-dhcp-leases {state.network}` "
                     f"and whether the VM booted: {console}")
-        return f"the VM may be stuck booting: console log {console}, vagrant's output {lab.logs_dir / 'vagrant.log'}"
+        return (f"the VM may be stuck booting, or QEMU refused to start: console log {console}, "
+                f"QEMU's log /var/log/libvirt/qemu/{domain_name(state.name, node.name)}.log, "
+                f"vagrant's output {lab.logs_dir / 'vagrant.log'}")
 
     def start_vm(self, state: LabState, node: NodeState) -> None:
         lab = LabDir(state.name)
@@ -406,6 +411,32 @@ class VagrantBackend:
             self._run(lab, f"vagrant destroy {machine}", lambda v: v.destroy(vm_name=machine), COMMAND_TIMEOUT_S)
         else:
             self._libvirt.remove_resource(OwnedResource("domain", domain_name(lab_name, machine), lab_name))
+
+
+QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+# The user libvirt runs QEMU as when qemu.conf names none: Debian's and Ubuntu's, then Fedora's.
+QEMU_DEFAULT_USERS = ("libvirt-qemu", "qemu")
+
+
+def qemu_user() -> tuple[int, int]:
+    """The uid and gid of the system libvirtd's QEMU processes."""
+    configured = re.search(r'^\s*user\s*=\s*"([^"]+)"', QEMU_CONF.read_text(), re.M) if QEMU_CONF.is_file() else None
+    for name in ([configured.group(1)] if configured else list(QEMU_DEFAULT_USERS)):
+        with contextlib.suppress(KeyError, ValueError):
+            # qemu.conf takes a name, or "+UID" for a numeric id.
+            entry = pwd.getpwuid(int(name[1:])) if name.startswith("+") else pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid
+    raise K0slabError(f"cannot tell which user libvirt runs QEMU as (none of {', '.join(QEMU_DEFAULT_USERS)} exists)",
+                      f"set user = \"...\" in {QEMU_CONF}")
+
+
+def give_to_qemu(disk: Path) -> None:
+    """vagrant-libvirt passes the read-only disks to QEMU as raw arguments, behind libvirt's back, so
+    libvirt's DAC driver never lends them to QEMU's user as it does the overlays: hand them over for
+    good, still readable by nobody else (QEMU otherwise fails with "Permission denied")."""
+    uid, gid = qemu_user()
+    os.chown(disk, uid, gid)
+    disk.chmod(0o600)
 
 
 def _created_machines(lab: LabDir) -> list[str]:

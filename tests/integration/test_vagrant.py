@@ -17,14 +17,7 @@ import pytest
 
 from .conftest import STANDIN, invoke, lab_leftovers, node_exec
 
-pytestmark = [
-    pytest.mark.vm,
-    # Known regression, found at the end of stop 20 and not yet diagnosed: `vagrant up node1` exits 1
-    # since this stop's merges (host-key pinning, private disk modes, egress). Reported as xfailed,
-    # never as a pass; strict=False so that a fix shows up as XPASS. See the stop 20 note on issue 15.
-    pytest.mark.xfail(reason="vagrant up fails since stop 20's merges (regression under investigation)",
-                      strict=False),
-]
+pytestmark = pytest.mark.vm
 LAB = "itvagrant"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import libvirt
 import pytest
 
 from k0slab.core.state import LabDir
+from k0slab.vms.remote import RemoteCommandTimeout
+from k0slab.vms.ssh import SSHNode
 
 from .conftest import invoke, k0slab_domains, k0slab_networks
 
@@ -62,6 +65,23 @@ def test_exec_propagates_the_exit_code(vms):
     result = invoke("vm.exec", "node1", "--lab", LAB, "--", "sh", "-c", "echo out; echo err >&2; exit 7", check=False)
     assert result.returncode == 7
     assert result.stdout.strip() == "out" and result.stderr.strip() == "err"
+
+
+def test_a_hanging_command_fails_within_its_bound_and_the_next_one_works(vms):
+    """A silent command is its own error (not a dropped connection to retry), and within its bound."""
+    lab = LabDir(LAB)
+    node = lab.load().nodes["node1"]
+    ssh = SSHNode("node1", node.ip, lab.ssh_key, lab.known_hosts)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RemoteCommandTimeout) as timed_out:
+            ssh.run("sleep 60", timeout=3)
+        assert time.monotonic() - started < 15
+        assert "node1: `sleep 60` gave no answer for 3s" in str(timed_out.value)
+        assert "node1.console.log" in timed_out.value.hint
+        assert ssh.run("echo still here").stdout.strip() == "still here"
+    finally:
+        ssh.close()
 
 
 def test_transfer_round_trips_a_file(vms, tmp_path: Path):

@@ -122,6 +122,8 @@ def isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def processes(monkeypatch) -> FakeVagrantProcesses:
+    # The boot specs here name disks that do not exist; handing real ones over is tested below.
+    monkeypatch.setattr(vb, "give_to_qemu", lambda _disk: None)
     fake = FakeVagrantProcesses()
     monkeypatch.setattr(vagrant, "subprocess", fake)
     monkeypatch.setattr(vagrant, "get_vagrant_executable", lambda: "/usr/bin/vagrant")
@@ -489,3 +491,19 @@ def test_vagrant_provider_without_python_vagrant_names_the_extra(monkeypatch: py
     with pytest.raises(K0slabError, match=r"needs python-vagrant.*k0slab\[vagrant\]"):
         vmmod.get_backend("vagrant")
     assert vmmod.get_backend("libvirt") is not None
+
+
+def test_read_only_disks_are_handed_to_the_user_qemu_runs_as(monkeypatch, tmp_path):
+    """vagrant-libvirt gives QEMU these disks behind libvirt's back: without this QEMU cannot open them."""
+    conf = tmp_path / "qemu.conf"
+    conf.write_text('# user = "qemu"\nuser = "+0"\n')
+    monkeypatch.setattr(vb, "QEMU_CONF", conf)
+    assert vb.qemu_user() == (0, 0)
+    disk = tmp_path / "k0s-amd64.img"
+    disk.write_bytes(b"\0" * 512)
+    disk.chmod(0o644)
+    vb.give_to_qemu(disk)
+    assert disk.stat().st_uid == 0 and oct(disk.stat().st_mode & 0o777) == "0o600"
+    conf.write_text('user = "no-such-user-k0slab"\n')
+    with pytest.raises(K0slabError, match="cannot tell which user libvirt runs QEMU as"):
+        vb.qemu_user()
