@@ -22,6 +22,14 @@ CRASH_RESTARTS_LIMIT = 3
 NO_NAMESERVERS = "no nameservers found"
 # connect() without a route (ENETUNREACH), as Go prints it.
 UNREACHABLE = "network is unreachable"
+# The kubelet's event when a pod's sandbox cannot be made (kubernetes pkg/kubelet/events/event.go), and
+# containerd's words when the reason is the pause image itself (containerd's CRI sandbox_run.go): no
+# pod of the node can start then, hostNetwork ones included.
+SANDBOX_EVENT = "FailedCreatePodSandBox"
+SANDBOX_IMAGE_FAILURE = "failed to get sandbox image"
+# Sandbox attempts that may fail before the cause counts as definite: the kubelet retries each pod
+# on its sync, so with a pull that cannot work the count climbs within seconds.
+SANDBOX_FAILURES_LIMIT = 2
 # How long nothing may change before waiting is given up: a TCG bring-up pulls and starts the
 # same pods several times slower than one under KVM.
 STALL_WINDOW_S = {"kvm": 180.0, "tcg": 420.0}
@@ -68,8 +76,30 @@ def _pull_fix(node: str, image: str, egress: str) -> str:
             "or bring the lab up offline with --egress none --airgap")
 
 
-def definite_cause(pods: dict[str, Any], egress: str, previous_logs: PreviousLogs) -> Cause | None:
-    """The first reason in `kubectl get pods -A -o json` that waiting cannot cure, or None."""
+def sandbox_cause(events: dict[str, Any], egress: str) -> Cause | None:
+    """A pod whose sandbox keeps failing because the pause image cannot be had, from
+    `kubectl get events -A -o json`: its containers only ever show ContainerCreating."""
+    for event in events.get("items", []):
+        message = event.get("message", "")
+        if (event.get("reason") != SANDBOX_EVENT or SANDBOX_IMAGE_FAILURE not in message
+                or int(event.get("count") or 1) < SANDBOX_FAILURES_LIMIT):
+            continue
+        involved = event.get("involvedObject", {})
+        node = event.get("source", {}).get("host") or "?"
+        image = message.split(SANDBOX_IMAGE_FAILURE, 1)[1].split('"')[1:2] or ["the pause image"]
+        subject = f"pod {involved.get('namespace', 'default')}/{involved.get('name', '?')}"
+        reason = f"{SANDBOX_EVENT} (x{event.get('count') or 1}): {_short(message, keep_end=True)}"
+        return Cause(node, subject, reason, _pull_fix(node, image[0], egress))
+    return None
+
+
+def definite_cause(pods: dict[str, Any], egress: str, previous_logs: PreviousLogs,
+                   events: dict[str, Any] | None = None) -> Cause | None:
+    """The first reason in `kubectl get pods -A -o json` (and the kubelet's events) that waiting
+    cannot cure, or None."""
+    sandbox = sandbox_cause(events or {}, egress)
+    if sandbox is not None:
+        return sandbox
     for pod in pods.get("items", []):
         node = pod.get("spec", {}).get("nodeName")
         if not node:

@@ -809,7 +809,8 @@ class Lab:
             except NotYet:
                 pods = bootstrap.pods(controller)
                 cause = diagnose.definite_cause(
-                    pods, run.state.egress, lambda ns, pod, c: bootstrap.previous_log(controller, ns, pod, c))
+                    pods, run.state.egress, lambda ns, pod, c: bootstrap.previous_log(controller, ns, pod, c),
+                    bootstrap.events(controller))
                 if cause is not None:
                     raise K0slabError(cause.message, f"{cause.fix}; {hint}") from None
                 stalled = watch.stalled_for(diagnose.progress_signature(pods, items))

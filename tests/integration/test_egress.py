@@ -9,6 +9,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,16 +18,20 @@ import libvirt
 import pytest
 import yaml
 
+from k0slab.core.state import LabDir
 
 from .conftest import (
-    REPO, STANDIN, cluster_nodes, invoke, k0slab_domains, lab_leftovers, node_exec, ready_of,
+    INVOKE, REPO, STANDIN, cluster_nodes, invoke, k0slab_domains, lab_leftovers, node_exec, ready_of,
 )
 
 pytestmark = pytest.mark.vm
 NAT_LAB = "egressnat"
 AIRGAP_LAB = "egressgap"
+FAIL_LAB = "egressfail"
 MAKE_BUNDLE = REPO / "tests" / "standin" / "make-airgap-bundle"
 SMOKE_IMAGE = "docker.io/library/busybox:1.36.1"
+# Issue 13: a lab whose images cannot be had fails within 3 minutes of k0s starting.
+FAIL_FAST_S = 180
 TIMINGS: dict[str, float] = {}
 
 
@@ -167,3 +172,40 @@ def test_airgap_lab_is_ready_with_the_bundle_on_every_node(airgap_lab):
 
 def test_smoke_passes_on_the_airgap_lab(airgap_lab, tmp_path):
     _smoke_nodes_rbac_system(airgap_lab[0], tmp_path, "--image", SMOKE_IMAGE)
+
+
+# --- a lab whose images cannot be had fails fast ---------------------------------------------------
+
+def test_a_node_without_route_fails_within_three_minutes_naming_why():
+    """A pre-start hook: node2's default route is deleted as soon as it answers SSH, before k0s
+    starts there, so it can pull nothing; lab.up must say so long before its 900 s timeout."""
+    proc = subprocess.Popen([*INVOKE, "lab.up", "--nodes", "2", "--k0s-binary", str(STANDIN), "--lab", FAIL_LAB],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []
+    reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in proc.stdout))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 600
+        while invoke("vm.exec", "node2", "--lab", FAIL_LAB, "--", "ip", "route", "del", "default",
+                     check=False, timeout=60).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "node2 never answered before k0s"
+            time.sleep(1)
+        stderr = proc.stderr.read()
+        proc.wait(timeout=1200)
+        reader.join()
+        started = next(t for t, line in lines if "node2: k0s worker started" in line)
+        failed_after = time.monotonic() - started
+        TIMINGS[f"{FAIL_LAB} failure after k0s start s"] = round(failed_after, 1)
+        assert proc.returncode == 1
+        assert failed_after < FAIL_FAST_S, f"failed only after {failed_after:.0f}s"
+        error = next(line for line in stderr.splitlines() if line.startswith("error:"))
+        assert "node node2 cannot become Ready" in error, error
+        assert "default route" in error and "logs" in error, error
+        logs = LabDir(FAIL_LAB).logs_dir
+        assert str(logs) in error
+        assert (logs / "pods-wide.txt").read_text().startswith("NAMESPACE"), "kubectl get pods -A -o wide not saved"
+        assert (logs / "node2.k0s.log").is_file()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        invoke("lab.down", "--lab", FAIL_LAB, check=False)

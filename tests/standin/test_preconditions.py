@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import load_standin, start_controller, wait_for
 
+from k0slab.checks import diagnose
+
 HERE = Path(__file__).resolve().parent
 V131_IMAGES = ["quay.io/k0sproject/calico-cni:v3.28.1-0", "quay.io/k0sproject/calico-kube-controllers:v3.28.1-0",
                "quay.io/k0sproject/calico-node:v3.28.1-0", "quay.io/k0sproject/coredns:1.11.3",
@@ -75,17 +77,34 @@ def test_egress_node_is_ready_with_the_kube_system_stack__contract_9(make_node):
     assert table[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] and "NODE" in table[0]
     assert all(" Running " in line and " eg " in line for line in table[1:])
     events = json.loads(node.ok("kubectl", "get", "events", "-n", "kube-system", "-o", "json"))
-    assert events["items"] == []  # served so that kubectl-based diagnostics work, but the stand-in records none
+    assert events["items"] == []  # a node that can have its images fails no sandbox
 
 
 def test_no_images_and_no_egress_means_no_pod_sandbox__contract_9(make_node):
-    # Without the pause image containerd creates no sandbox: every pod stays ContainerCreating (the kubelet
-    # reports FailedCreatePodSandBox only as an event).
+    # Without the pause image containerd creates no sandbox: every pod stays ContainerCreating, and the
+    # kubelet says why only in a FailedCreatePodSandBox event, whose count climbs with each attempt.
     node = single_node(make_node, "noeg", lambda n: n.remove_egress())
     wait_for(lambda: len(pods(node)) == 5, 20, "the kube-system stack")
     wait_for(lambda: {waiting_reason(pod) for pod in pods(node).values()} == {"ContainerCreating"}, 20, "no sandbox")
     status, reason, message = ready_reason(node, "noeg")
     assert (status, reason) == ("False", "KubeletNotReady") and NETWORK_NOT_READY in message
+
+    def sandbox_events() -> list[dict]:
+        listing = json.loads(node.ok("kubectl", "get", "events", "-A", "-o", "json"))
+        return [e for e in listing["items"] if e["reason"] == "FailedCreatePodSandBox"]
+
+    wait_for(lambda: len(sandbox_events()) == 5 and min(e["count"] for e in sandbox_events()) >= 2, 30,
+             "a repeated FailedCreatePodSandBox event for every pod")
+    event = sandbox_events()[0]
+    assert event["type"] == "Warning" and event["source"] == {"component": "kubelet", "host": "noeg"}
+    assert event["involvedObject"]["kind"] == "Pod" and event["involvedObject"]["name"] in {
+        pod["metadata"]["name"] for pod in pods(node).values()}
+    assert 'failed to get sandbox image "registry.k8s.io/pause:3.9"' in event["message"]
+    assert "network is unreachable" in event["message"]
+    # What k0slab reads from this: a definite cause, naming the node and the pause image.
+    cause = diagnose.definite_cause({"items": []}, "nat", lambda *_: "",
+                                    json.loads(node.ok("kubectl", "get", "events", "-A", "-o", "json")))
+    assert cause is not None and cause.node == "noeg" and "registry.k8s.io/pause:3.9" in cause.fix
 
 
 def test_pull_policy_never_and_an_image_missing_is_err_image_never_pull__contract_9(make_node, tmp_path):

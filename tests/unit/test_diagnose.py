@@ -100,3 +100,36 @@ def test_stall_window_follows_the_slowest_accelerator():
 def test_not_ready_summary_gives_reason_and_message():
     summary = diagnose.not_ready_summary(_load("nodes-not-ready.json")["items"])
     assert summary.startswith("node2 Ready=False (KubeletNotReady: container runtime network not ready")
+
+
+def _sandbox_event(count: int, message: str) -> dict:
+    """A core/v1 Event as the kubelet's recorder posts it (repeats folded into count)."""
+    return {"items": [{
+        "kind": "Event", "type": "Warning", "reason": "FailedCreatePodSandBox", "count": count,
+        "involvedObject": {"kind": "Pod", "namespace": "kube-system", "name": "kube-proxy-9fz2k"},
+        "source": {"component": "kubelet", "host": "node3"}, "message": message,
+    }]}
+
+
+PAUSE_PULL_FAILED = (
+    'Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox image '
+    '"registry.k8s.io/pause:3.9": failed to pull image "registry.k8s.io/pause:3.9": failed to resolve '
+    'reference "registry.k8s.io/pause:3.9": dial tcp: lookup registry.k8s.io on 10.213.1.1:53: no such host')
+
+
+def test_a_pause_image_that_cannot_be_pulled_is_definite_once_repeated():
+    # Only ContainerCreating shows in the pods; the event says why.
+    assert diagnose.definite_cause({"items": []}, "nat", _no_logs, _sandbox_event(1, PAUSE_PULL_FAILED)) is None
+    cause = diagnose.definite_cause({"items": []}, "nat", _no_logs, _sandbox_event(4, PAUSE_PULL_FAILED))
+    assert cause is not None and cause.node == "node3"
+    assert cause.subject == "pod kube-system/kube-proxy-9fz2k"
+    assert cause.reason.startswith("FailedCreatePodSandBox (x4): ") and "no such host" in cause.reason
+    assert "cannot pull registry.k8s.io/pause:3.9" in cause.fix
+    offline = diagnose.definite_cause({"items": []}, "none", _no_logs, _sandbox_event(4, PAUSE_PULL_FAILED))
+    assert offline is not None and "--airgap-bundle PATH" in offline.fix
+
+
+def test_a_sandbox_waiting_for_the_cni_is_normal():
+    network = ("Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup network for "
+               "sandbox: plugin type=\"bridge\" failed (add): cni plugin not initialized")
+    assert diagnose.definite_cause({"items": []}, "nat", _no_logs, _sandbox_event(9, network)) is None

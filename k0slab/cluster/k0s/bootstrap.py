@@ -191,6 +191,16 @@ def pods(controller: Runner) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+def events(controller: Runner) -> dict[str, Any]:
+    """`kubectl get events -A -o json`: where the kubelet says why a pod's sandbox cannot be made.
+    Empty when the listing fails: the events only sharpen a diagnosis the pods already allow."""
+    result = controller.run(f"{KUBECTL} get events -A -o json", check=False, timeout=30)
+    try:
+        return json.loads(result.stdout) if result.ok else {}
+    except json.JSONDecodeError:
+        return {}
+
+
 def previous_log(controller: Runner, namespace: str, pod: str, container: str) -> str:
     """The log of a container's previous run ("" when it has none)."""
     args = shlex.join(["logs", "-n", namespace, pod, "-c", container, "--previous", "--tail=50"])

@@ -238,6 +238,9 @@ class ApiLogic:
             # The kubelet reads the pods and reports their status (the Node authorizer narrows this to its own).
             return request.verb in ("get", "list", "watch") or (request.verb == "update"
                                                                 and request.subresource == "status")
+        if "system:nodes" in user.groups and request.plural == "events":
+            # ClusterRole system:node lets kubelets record events (bootstrappolicy's eventsRule).
+            return request.verb in ("create", "update", "get")
         if "system:nodes" in user.groups and request.plural == "nodes":
             # The Node authorizer: a kubelet reads every node but writes only its own.
             own = user.name == f"system:node:{request.name}"

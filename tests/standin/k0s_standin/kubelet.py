@@ -132,17 +132,23 @@ def container_status(facts: NodeFacts, pod_key: str, container: dict, component:
     return status, True
 
 
+def sandbox_image_failure(facts: NodeFacts, pause_image: str) -> str | None:
+    """containerd's error when no pod sandbox can be made because the pause image can be neither found
+    nor pulled (containerd's CRI sandbox_run.go: "failed to get sandbox image"); hostNetwork pods too."""
+    problem = facts.image_problem(pause_image, "IfNotPresent")
+    if problem is None:
+        return None
+    return f'failed to get sandbox image "{pause_image}": {problem[1]}'
+
+
 def pod_status(facts: NodeFacts, pod: dict, pause_image: str, cni_running: bool) -> dict:
     """The status the kubelet posts for a pod bound to this node."""
     spec = pod.get("spec", {})
     metadata = pod["metadata"]
     component = metadata.get("labels", {}).get("k8s-app", "")
     started = pod.get("status", {}).get("startTime") or rfc3339(now_utc())
-    sandbox_problem = facts.image_problem(pause_image, "IfNotPresent")
-    sandbox = None
-    if sandbox_problem is not None:
-        sandbox = f'failed to get sandbox image "{pause_image}": {sandbox_problem[1]}'
-    elif not spec.get("hostNetwork") and not cni_running:
+    sandbox = sandbox_image_failure(facts, pause_image)
+    if sandbox is None and not spec.get("hostNetwork") and not cni_running:
         sandbox = "network is not ready: " + NOT_READY_MESSAGE
     init_statuses = []
     for container in spec.get("initContainers", []):

@@ -36,7 +36,7 @@ RESOURCES = [
     Resource("secrets", "Secret", "", True, ("secret",)),
     Resource("serviceaccounts", "ServiceAccount", "", True, ("sa", "serviceaccount")),
     Resource("deployments", "Deployment", "apps", True, ("deploy", "deployment")),
-    Resource("events", "Event", "", True, ("ev", "event")),  # served, but the stand-in records none
+    Resource("events", "Event", "", True, ("ev", "event")),  # the kubelet records FailedCreatePodSandBox
     Resource("clusterroles", "ClusterRole", RBAC, False, ("clusterrole",)),
     Resource("clusterrolebindings", "ClusterRoleBinding", RBAC, False, ("clusterrolebinding",)),
     Resource("roles", "Role", RBAC, True, ("role",)),

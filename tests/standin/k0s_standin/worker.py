@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -23,12 +24,14 @@ from .common import (
     host_path,
     knob,
     log,
+    now_utc,
     read_text,
+    rfc3339,
     with_ignored_oserror,
     write_file,
 )
 from .images import minor, release_images
-from .kubelet import CNI_COMPONENT, NodeFacts, pod_status
+from .kubelet import CNI_COMPONENT, NodeFacts, pod_status, sandbox_image_failure
 from .node import NodeIdentity
 from .pki import pem_key, x509_name
 from .rbac import BY_PLURAL
@@ -50,6 +53,7 @@ class WorkerAgent:
         self.probe = {"Message": "", "Success": False}
         self.facts = NodeFacts()  # the bundles present now, when k0s starts on this node
         self.network_ready = False
+        self.sandbox_failures: dict[str, dict] = {}  # pod uid -> its FailedCreatePodSandBox event
         self.gave_up = False  # bootstrapping failed BOOTSTRAP_ATTEMPTS times: the process exits
         self.registered_once = False
 
@@ -197,7 +201,10 @@ class WorkerAgent:
         cni = [pod for pod in mine if pod["metadata"].get("labels", {}).get("k8s-app") == CNI_COMPONENT]
         cni_status = [pod_status(self.facts, pod, pause, False) for pod in cni]
         self.network_ready = any(status["conditions"][-1]["status"] == "True" for status in cni_status)
+        sandbox_failure = sandbox_image_failure(self.facts, pause)
         for pod in mine:
+            if sandbox_failure is not None:
+                self.report_sandbox_failure(pod, sandbox_failure)
             status = pod_status(self.facts, pod, pause, self.network_ready)
             status["hostIP"] = self.identity.ip
             if pod.get("spec", {}).get("hostNetwork"):
@@ -209,6 +216,31 @@ class WorkerAgent:
                                                          name=pod["metadata"]["name"]) + "/status", pod)
             if code != 404:  # deleted meanwhile
                 self.check(code, body, "failed to update pod status")
+
+    def report_sandbox_failure(self, pod: dict, failure: str) -> None:
+        """The kubelet's Warning event for a sandbox it failed to create, once per sync attempt; the
+        event recorder folds repeats into one event whose count climbs."""
+        meta = pod["metadata"]
+        stamp = rfc3339(now_utc())
+        event = self.sandbox_failures.get(meta["uid"])
+        if event is None:
+            event = {"apiVersion": "v1", "kind": "Event", "type": "Warning", "reason": "FailedCreatePodSandBox",
+                     "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+                     "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": meta["namespace"],
+                                        "name": meta["name"], "uid": meta["uid"]},
+                     "source": {"component": "kubelet", "host": self.identity.name},
+                     "firstTimestamp": stamp, "count": 0}
+            self.sandbox_failures[meta["uid"]] = event
+        event.update(count=event["count"] + 1, lastTimestamp=stamp,
+                     message=f"Failed to create pod sandbox: rpc error: code = Unknown desc = {failure}")
+        events = BY_PLURAL[("", "events")]
+        client = self.client()
+        if event["count"] == 1:
+            code, body = client.request("POST", events.path(namespace=meta["namespace"]), event)
+        else:
+            code, body = client.request("PUT", events.path(namespace=meta["namespace"],
+                                                           name=event["metadata"]["name"]), event)
+        self.check(code, body, "failed to record event")
 
 
 def without_times(value):
