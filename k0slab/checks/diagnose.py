@@ -4,8 +4,9 @@ Every bring-up passes through `Ready=False (KubeletNotReady: NetworkPluginNotRea
 kube-router runs (k0s-facts §9), so "not Ready" alone proves nothing. What does prove that waiting
 is useless is in the kube-system pods: an image that cannot be pulled, a container that keeps
 crashing, CoreDNS finding no nameserver in the node's /etc/resolv.conf, or nothing changing at all
-for longer than a slow emulated bring-up needs. This module reads real `kubectl get pods -o json`
-and `get nodes -o json` output and names the node, the pod and the likely fix.
+for longer than a slow emulated bring-up needs; and in the kubelet's events, when not even the
+pause image can be had (k0s-facts §9). This module reads real `kubectl get pods -o json`,
+`get nodes -o json` and `get events -o json` output and names the node, the pod and the likely fix.
 """
 from __future__ import annotations
 
