@@ -151,12 +151,16 @@ def lab_logs(c, node, lab="default"):
     sys.stdout.write(_lab(lab).logs(node))
 
 
-@task(name="dump-logs", help={"dir": "folder to write into (created)", "lab": LAB_HELP})
+@task(name="dump-logs", help={
+    "dir": "folder to write into (created); an earlier dump's folder is refreshed",
+    "force": "replace files of the same names that k0slab did not write there",
+    "lab": LAB_HELP,
+})
 @friendly
-def lab_dump_logs(c, dir="out/logs", lab="default"):
+def lab_dump_logs(c, dir="out/logs", force=False, lab="default"):
     """Console logs, k0s journals and state of every node into a folder CI can keep."""
     check_folder(Path(dir), "--dir")
-    for path in _lab(lab).dump_logs(Path(dir)):
+    for path in _lab(lab).dump_logs(Path(dir), force=force):
         ui.progress(f"wrote {path}")
 
 

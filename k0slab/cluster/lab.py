@@ -55,6 +55,8 @@ Progress = Callable[[str], None]
 # QEMU's own memory per VM on top of the guest's (TCG translation cache and device state).
 QEMU_OVERHEAD_BYTES = 300 << 20
 JOIN_TOKEN_TTL = dt.timedelta(hours=2)
+# Left in a lab.dump-logs folder: its files are k0slab's own, so the next dump may replace them.
+DUMP_MARKER = ".k0slab-dump"
 
 
 @dataclass
@@ -101,7 +103,7 @@ class Lab:
     def backend(self) -> VMBackend:
         if self._backend is None:
             state = self.dir.load_or_none()
-            self._backend = vmmod.get_backend(state.provider if state else "libvirt")
+            self._backend = vmmod.backend_of(state)
         return self._backend
 
     # --- verbs -------------------------------------------------------------------------------
@@ -154,7 +156,7 @@ class Lab:
             progress(f"no lab {self.name}: nothing to remove")
             return
         with self.dir.locked():
-            backend = self._backend or vmmod.get_backend(state.provider if state else "libvirt")
+            backend = self._backend or vmmod.backend_of(state)
             if state is not None:
                 with ThreadPoolExecutor(max_workers=max(1, len(state.nodes))) as pool:
                     list(pool.map(lambda n: backend.delete_vm(self.dir, state, n), state.nodes.values()))
@@ -293,10 +295,20 @@ class Lab:
         write_private(self.dir.logs_dir / f"{node_name}.k0s.log", text, mode=0o644)
         return text
 
-    def dump_logs(self, folder: Path) -> list[Path]:
-        """Console logs, k0s journals and state of every node into `folder` (for CI artifacts)."""
+    def dump_logs(self, folder: Path, force: bool = False) -> list[Path]:
+        """Console logs, k0s journals and state of every node into `folder` (for CI artifacts).
+        A folder an earlier dump wrote (it holds DUMP_MARKER) is refreshed; files of the same names
+        that k0slab did not write are never replaced without force."""
         state = self.dir.load()
+        names = [f"{n.name}{suffix}" for n in state.nodes.values() for suffix in (".console.log", ".k0s.log")]
+        names += ["up-timings.json", "vagrant.log", "state.json"]
+        taken = sorted(name for name in names if (folder / name).exists())
+        if taken and not force and not (folder / DUMP_MARKER).exists():
+            more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+            raise K0slabError(f"--dir {folder} already holds {taken[0]}{more}, which k0slab did not write there",
+                              "give an empty or new folder, or pass --force to replace those files")
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / DUMP_MARKER).write_text(f"written by k0slab lab.dump-logs for lab {self.name}\n")
         written = []
         for node in state.nodes.values():
             console = self.dir.console_log(node.name)

@@ -64,6 +64,10 @@ class VMBackend(Protocol):
     def owned_resources(self) -> list[OwnedResource]:
         """Everything this backend holds that k0slab created (for lab.prune)."""
 
+    def network_subnets(self) -> set[int]:
+        """The subnet index of every k0slab network the hypervisor has, lab state or not (a new lab
+        must not take one that a crashed run left)."""
+
     def remove_resource(self, resource: OwnedResource) -> None: ...
 
 

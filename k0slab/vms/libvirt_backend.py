@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -311,6 +312,16 @@ class LibvirtBackend:
             if lab is not None and network.name().startswith(K0SLAB_PREFIX):
                 owned.append(OwnedResource("network", network.name(), lab))
         return owned
+
+    def network_subnets(self) -> set[int]:
+        subnets = set()
+        for resource in self.owned_resources():
+            if resource.kind == "network":
+                xml = self.conn.networkLookupByName(resource.name).XMLDesc(0)
+                match = re.search(r"10\.213\.(\d+)\.1'", xml)
+                if match:
+                    subnets.add(int(match.group(1)))
+        return subnets
 
     def stop_resource(self, resource: OwnedResource) -> bool:
         """Destroy (stop) a running k0slab domain or network, keeping its definition; True if it ran."""

@@ -401,6 +401,9 @@ class VagrantBackend:
                  for lab in all_labs() for machine in _created_machines(lab)]
         return owned + [r for r in self._libvirt.owned_resources() if r.kind == "network"]
 
+    def network_subnets(self) -> set[int]:
+        return self._libvirt.network_subnets()  # k0slab, not Vagrant, makes the lab networks
+
     def remove_resource(self, resource: OwnedResource) -> None:
         if resource.kind != MACHINE_KIND:
             self._libvirt.remove_resource(resource)

@@ -59,6 +59,12 @@ def host_memory_total() -> int:
     raise K0slabError("/proc/meminfo has no MemTotal line", "k0slab needs Linux's /proc")
 
 
+def backend_of(state: LabState | None) -> VMBackend:
+    """The backend a lab was made with; a lab with no state yet (or a lost one) is libvirt's, whose
+    metadata lets lab.down and lab.prune find what a crashed run left."""
+    return get_backend(state.provider if state is not None else "libvirt")
+
+
 def get_backend(name: str = "libvirt") -> VMBackend:
     if name == "libvirt":
         return LibvirtBackend()
@@ -87,22 +93,15 @@ def _allocation_lock() -> Iterator[None]:
 
 
 def subnets_in_use(backend: VMBackend) -> set[int]:
-    """Subnets of every lab state, and of every k0slab network libvirt has (if it is reachable)."""
+    """Subnets of every lab state, and of every k0slab network the backend has (if it is reachable)."""
     used = set()
     for lab in all_labs():
         with contextlib.suppress(K0slabError):
             state = lab.load_or_none()
             if state is not None:
                 used.add(state.subnet_index)
-    try:
-        owned = backend.owned_resources() if isinstance(backend, LibvirtBackend) else []
-    except K0slabError:
-        owned = []  # a dry run may plan without libvirt; creating anything connects for real
-    for resource in owned:
-        if resource.kind == "network":
-            match = re.search(r"10\.213\.(\d+)\.1'", backend.conn.networkLookupByName(resource.name).XMLDesc(0))
-            if match:
-                used.add(int(match.group(1)))
+    with contextlib.suppress(K0slabError):  # a dry run may plan without libvirt; creating connects for real
+        used |= backend.network_subnets()
     return used
 
 

@@ -335,6 +335,9 @@ HOSTILE = [
          (work_file("file"),)),
     Case("lab.dump-logs-dir-under-file", ["lab.dump-logs", "--dir", "{work}/file/logs"], "{work}/file",
          "folder path", (work_file("file"),)),
+    # A folder of the user's own that happens to hold a file of a name the dump writes.
+    Case("lab.dump-logs-would-overwrite", ["lab.dump-logs", "--dir", "{work}"], "state.json",
+         "pass --force", (up_lab, work_file("state.json", b'{"mine": true}\n'))),
     # --- downloads ---
     Case("image.pull-not-a-url", ["image.pull", "--url", "not a url", "--checksums", "https://example.org/SUMS"],
          "'not a url'", "https://HOST/PATH"),
