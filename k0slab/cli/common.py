@@ -16,7 +16,7 @@ from invoke import Exit
 
 from k0slab.core import cancel, ui
 from k0slab.core.paths import crash_report_path
-from k0slab.core.state import write_private
+from k0slab.core.state import private_folder, write_private
 from k0slab.core.errors import K0slabError
 
 LAB_HELP = "lab name (default: default); several labs live side by side"
@@ -134,6 +134,7 @@ def _unexpected(bug: Exception) -> K0slabError:
     """A failure k0slab did not translate: keep the traceback where the user can send it."""
     report = crash_report_path()
     try:
+        private_folder(report.parent, 0o700)  # a traceback may quote paths and values of a lab
         write_private(report, "".join(traceback.format_exception(bug)))
         where = f"the traceback is in {report}"
     except OSError:

@@ -115,3 +115,11 @@ def lab_leftovers(lab: str) -> list[str]:
         conn.close()
     folder = LabDir(lab)
     return left + [str(p) for p in (folder.path, folder.disks_dir, folder.lock_file) if p.exists()]
+
+
+def readable_by_nobody(path: Path) -> bool:
+    """Whether another local user (nobody) can read the file, or list the folder."""
+    reader = ["cat", str(path)] if path.is_file() else ["ls", str(path)]
+    result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *reader],
+                            capture_output=True, check=False)
+    return result.returncode == 0

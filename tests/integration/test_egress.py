@@ -18,10 +18,12 @@ import libvirt
 import pytest
 import yaml
 
+from k0slab.core.paths import data_home
 from k0slab.core.state import LabDir
 
 from .conftest import (
-    INVOKE, REPO, STANDIN, cluster_nodes, invoke, k0slab_domains, lab_leftovers, node_exec, ready_of,
+    INVOKE, REPO, STANDIN, cluster_nodes, invoke, k0slab_domains, lab_leftovers, node_exec, readable_by_nobody,
+    ready_of,
 )
 
 pytestmark = pytest.mark.vm
@@ -168,6 +170,10 @@ def test_airgap_lab_is_ready_with_the_bundle_on_every_node(airgap_lab):
         assert masked == "masked-runtime", node  # systemd.mask= on the kernel command line
     config = yaml.safe_load(node_exec(lab, "node1", "cat /etc/k0s/k0s.yaml").stdout)
     assert config["spec"]["images"] == {"default_pull_policy": "Never"}
+    # The binary and bundle disks are root's (lent to QEMU's user by libvirt), like everything else.
+    home = data_home()
+    assert {"k0s-amd64.img", "airgap-amd64.img"} <= {p.name for p in LabDir(lab).disks_dir.iterdir()}
+    assert [str(p) for p in [home, *home.rglob("*")] if readable_by_nobody(p)] == []
 
 
 def test_smoke_passes_on_the_airgap_lab(airgap_lab, tmp_path):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +11,7 @@ from k0slab.core.paths import data_home
 from k0slab.core.state import LabDir
 from k0slab.vms.ssh import pinned_key
 
-from .conftest import invoke
+from .conftest import invoke, readable_by_nobody
 
 pytestmark = pytest.mark.vm
 LAB = "secvm"
@@ -56,19 +54,12 @@ def test_a_changed_host_key_is_refused_naming_the_node(node):
         lab.known_hosts.write_text(original)
 
 
-def _readable_by_nobody(path: Path) -> bool:
-    reader = ["cat", str(path)] if path.is_file() else ["ls", str(path)]
-    result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *reader],
-                            capture_output=True, check=False)
-    return result.returncode == 0
-
-
 def test_no_other_user_can_read_anything_k0slab_made(node):
     lab, vm = node
     home = data_home()
     made = [home, *home.rglob("*")]
     assert lab.disk("node1") in made and lab.known_hosts in made and lab.ssh_key in made
-    readable = [str(p) for p in made if _readable_by_nobody(p)]
+    readable = [str(p) for p in made if readable_by_nobody(p)]
     assert readable == []
     # The running overlay is QEMU's (libvirt's DAC labelling), still private to that user.
     info = lab.disk("node1").stat()

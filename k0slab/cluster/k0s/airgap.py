@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from k0slab.core.state import write_private
 from k0slab.cluster.k0s import release
 from k0slab.core.errors import K0slabError
 from k0slab.vms.image import Progress
@@ -152,9 +153,11 @@ def write_bundle_disk(archives: list[Path], disk: Path) -> BundleSet:
         with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as out:
             for archive in archives:
                 out.add(archive, arcname=archive.name, recursive=False)
-        tmp.chmod(0o644)
+        # Root only, like the binary disk: libvirt lends it to QEMU's user while a domain uses it
+        # (the Vagrant backend hands it over itself, see vagrant_backend.give_to_qemu).
+        tmp.chmod(0o600)
         tmp.replace(disk)
-        record.write_text(stamp)
+        write_private(record, stamp)
     return BundleSet(tuple(archives), disk, sizes)
 
 
