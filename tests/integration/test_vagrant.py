@@ -15,6 +15,9 @@ import subprocess
 import libvirt
 import pytest
 
+from k0slab.core.state import LabDir
+from k0slab.vms.ssh import pinned_key
+
 from .conftest import STANDIN, invoke, lab_leftovers, node_exec
 
 pytestmark = pytest.mark.vm
@@ -51,8 +54,6 @@ def lab():
 
 
 def _lab_path() -> str:
-    from k0slab.core.state import LabDir
-
     return str(LabDir(LAB).path)
 
 
@@ -81,6 +82,14 @@ def test_the_only_nic_is_on_the_lab_network(lab):
     for node in status["nodes"]:
         addresses = node_exec(LAB, node["name"], "ip -4 -o addr show scope global | awk '{print $4}'").stdout.split()
         assert addresses == [f"{node['ip']}/24"]
+
+
+def test_host_keys_are_pinned_on_first_contact(lab):
+    """Vagrant has no guest-agent channel: each node's key is recorded on first SSH and enforced after."""
+    folder = LabDir(LAB)
+    for name, node in folder.load().nodes.items():
+        on_guest = node_exec(LAB, name, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
+        assert pinned_key(folder.known_hosts, node.ip) == on_guest, name
 
 
 def test_down_leaves_no_machine_domain_or_file(lab):
