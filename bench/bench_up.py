@@ -369,12 +369,20 @@ def _up1(options: BenchOptions, new_lab: Callable[[str], str], progress: Progres
     return {"up1_s": seconds}
 
 
+# The 3-node run's per-node timeline (lab.up's logs/up-timeline.svg), kept after its lab is removed.
+TIMELINE_COPY = REPO_ROOT / "out" / "bench-up3-timeline.svg"
+
+
 def _up3(name: str, options: BenchOptions, progress: Progress) -> dict[str, Any]:
     progress(f"bench: lab.up --nodes 3 (lab {name})")
     seconds = _invoke(*_up_args(name, 3, options))
-    timings = json.loads((LabDir(name).logs_dir / "up-timings.json").read_text())
+    logs = LabDir(name).logs_dir
+    timings = json.loads((logs / "up-timings.json").read_text())
+    TIMELINE_COPY.parent.mkdir(parents=True, exist_ok=True)
+    TIMELINE_COPY.write_text((logs / "up-timeline.svg").read_text())
     return {"up3_s": seconds, "phases": timings["phases"], "ssh_ready_s": timings["ssh_ready_s"],
-            "overhead_s": overhead_s(seconds, timings["ssh_ready_s"], timings["phases"])}
+            "overhead_s": overhead_s(seconds, timings["ssh_ready_s"], timings["phases"]),
+            "timeline_svg": str(TIMELINE_COPY)}
 
 
 def _footprint(name: str) -> dict[str, Any]:

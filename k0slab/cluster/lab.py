@@ -8,6 +8,7 @@ controller, start the workers, wait until the cluster is ready, fetch the kubeco
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -37,7 +38,9 @@ from k0slab.cluster.k0s import token, versions
 from k0slab.cluster.k0s.config import CONFIG_PATH, cluster_config, render
 from k0slab.vms.arch import host_arch
 from k0slab.vms.network import allocate_subnet, node_ip
+from k0slab.core import cancel, timeline
 from k0slab.core.phases import Phase, PhaseManager
+from k0slab.core.timeline import Timeline
 from k0slab.core.profile import CONTROLLER_ROLES, NodeSpec, Profile
 from k0slab.vms.remote import RemoteCommandError
 from k0slab.vms.ssh import SSHNode
@@ -98,6 +101,7 @@ class Lab:
         self.dir = LabDir(name)
         self.name = self.dir.name
         self._backend = backend
+        self._manager: PhaseManager | None = None  # while `up` runs: node steps are drawn on its timeline
 
     @property
     def backend(self) -> VMBackend:
@@ -132,17 +136,23 @@ class Lab:
             run = _Run(options=options, state=state)
             if self._unchanged_and_ready(run, progress):
                 return {"check a ready lab": 0.0}
-            manager = PhaseManager(progress)
+            manager = PhaseManager(progress, Timeline())
+            self._manager = manager
             try:
                 manager.run(self._phases(run, progress))
             finally:
-                write_private(
-                    self.dir.logs_dir / "up-timings.json",
-                    json.dumps({"phases": manager.timings, "ssh_ready_s": run.ssh_seconds}, indent=2),
-                    mode=0o644,
-                )
+                self._manager = None
+                self._write_timings(manager, run)
             self._summary(state, progress)
             return manager.timings
+
+    def _write_timings(self, manager: PhaseManager, run: _Run) -> None:
+        """up-timings.json, and the same run per node as a picture: up-timeline.svg."""
+        spans = manager.timeline.spans if manager.timeline else []
+        write_private(self.dir.logs_dir / "up-timings.json", json.dumps(
+            {"phases": manager.timings, "ssh_ready_s": run.ssh_seconds,
+             "spans": [dataclasses.asdict(span) for span in spans]}, indent=2), mode=0o644)
+        write_private(self.dir.logs_dir / "up-timeline.svg", timeline.svg(spans, f"lab.up {self.name}"), mode=0o644)
 
     def down(self, progress: Progress) -> None:
         """Remove everything of the lab: VMs, network, disks, keys, files. Safe on a half-made lab,
@@ -301,7 +311,7 @@ class Lab:
         that k0slab did not write are never replaced without force."""
         state = self.dir.load()
         names = [f"{n.name}{suffix}" for n in state.nodes.values() for suffix in (".console.log", ".k0s.log")]
-        names += ["up-timings.json", "vagrant.log", "state.json"]
+        names += ["up-timings.json", "up-timeline.svg", "vagrant.log", "state.json"]
         taken = sorted(name for name in names if (folder / name).exists())
         if taken and not force and not (folder / DUMP_MARKER).exists():
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
@@ -319,7 +329,7 @@ class Lab:
                     target = folder / f"{node.name}.k0s.log"
                     target.write_text(self.logs(node.name))
                     written.append(target)
-        for extra in ("up-timings.json", "vagrant.log"):
+        for extra in ("up-timings.json", "up-timeline.svg", "vagrant.log"):
             source = self.dir.logs_dir / extra
             if source.exists():
                 written.append(Path(shutil.copy(source, folder / extra)))
@@ -620,10 +630,17 @@ class Lab:
         return [run.state.nodes[n.name] for n in run.options.profile.nodes]
 
     def _wait_ssh(self, run: _Run, progress: Progress) -> None:
+        drawing = self._manager.timeline if self._manager else None
+        started = drawing.now() if drawing else 0.0
+
+        def ready(node: NodeState, seconds: float) -> None:
+            progress(f"    {node.name}: SSH ready after {seconds:.1f}s")
+            if drawing:
+                drawing.add(node.name, "wait for SSH", started, started + seconds)
+
         run.ssh_seconds = vmmod.wait_for_ssh(
             self.dir, run.state, self._wanted_nodes(run), self.backend,
-            timeout=run.options.profile.timeouts.boot,
-            on_ready=lambda node, seconds: progress(f"    {node.name}: SSH ready after {seconds:.1f}s"),
+            timeout=run.options.profile.timeouts.boot, on_ready=ready,
         )
 
     def _on(self, node: NodeState, work: Callable[[SSHNode], T]) -> T:
@@ -634,13 +651,18 @@ class Lab:
             log.info("%s: SSH failed during a step (%s: %s), retrying (attempt %d of %d)", node.name,
                      type(error).__name__, error, state.attempt_number + 1, SSH_STEP_ATTEMPTS)
 
-        for attempt in Retrying(
-            retry=retry_if_exception_type(SSH_TRANSPORT_ERRORS), stop=stop_after_attempt(SSH_STEP_ATTEMPTS),
-            wait=wait_random_exponential(multiplier=1, max=8), before_sleep=log_retry, reraise=True,
-        ):
-            with attempt:
-                with contextlib.closing(self.ssh(node)) as ssh:
-                    return work(ssh)
+        manager = self._manager
+        drawn = (manager.timeline.span(node.name, manager.current) if manager and manager.timeline
+                 else contextlib.nullcontext())
+        with drawn:
+            for attempt in Retrying(
+                retry=retry_if_exception_type(SSH_TRANSPORT_ERRORS), stop=stop_after_attempt(SSH_STEP_ATTEMPTS),
+                wait=wait_random_exponential(multiplier=1, max=8), before_sleep=log_retry, reraise=True,
+                sleep=cancel.sleep,
+            ):
+                with attempt:
+                    with contextlib.closing(self.ssh(node)) as ssh:
+                        return work(ssh)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _parallel(self, nodes: list[NodeState], work: Callable[[SSHNode, NodeState], T]) -> list[T]:

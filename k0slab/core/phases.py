@@ -6,11 +6,13 @@ on a ready lab fast), records timings, and stops at the first error.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from k0slab.core import cancel
+from k0slab.core.timeline import PHASES_LANE, Timeline
 
 
 @dataclass
@@ -21,9 +23,11 @@ class Phase:
 
 
 class PhaseManager:
-    def __init__(self, progress: Callable[[str], None]) -> None:
+    def __init__(self, progress: Callable[[str], None], timeline: Timeline | None = None) -> None:
         self.progress = progress
         self.timings: dict[str, float] = {}
+        self.timeline = timeline
+        self.current = ""  # the title of the phase that runs now (node steps are drawn under it)
 
     def run(self, phases: list[Phase]) -> dict[str, float]:
         for phase in phases:
@@ -33,9 +37,11 @@ class PhaseManager:
                 self.timings[phase.title] = 0.0
                 continue
             self.progress(f"==> {phase.title}")
+            self.current = phase.title
             started = time.monotonic()
             try:
-                phase.run()
+                with self.timeline.span(PHASES_LANE, phase.title) if self.timeline else contextlib.nullcontext():
+                    phase.run()
             finally:
                 self.timings[phase.title] = round(time.monotonic() - started, 2)
             self.progress(f"    {phase.title}: done in {self.timings[phase.title]:.1f}s")

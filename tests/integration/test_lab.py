@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
+
+from k0slab.core.state import LabDir
 
 from .conftest import STANDIN, cluster_nodes, invoke, lab_leftovers, node_exec, ready_of, set_knobs
 
@@ -37,6 +40,10 @@ def test_three_nodes_ready_with_lab_ips(lab):
     for phase in ("resolve k0s binary", "create network and VMs", "wait for SSH", "install and start k0s on every node",
                   "wait for /readyz and every node Ready", "fetch the admin kubeconfig"):
         assert f"{phase}: done in" in lab["output"]
+    # Where the time went, per node, as a picture beside up-timings.json.
+    picture = ET.fromstring((LabDir(LAB).logs_dir / "up-timeline.svg").read_text())
+    lanes = {t.text for t in picture.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"phases", "node1", "node2", "node3", "wait for SSH", "push k0s binary and config"} <= lanes
 
 
 def test_status_json_describes_every_node(lab):

@@ -184,6 +184,7 @@ def test_a_whole_run_with_fakes_goes_on_after_a_failed_step_and_removes_its_labs
                 return 2.5  # the re-run on the ready lab
             timings.parent.mkdir(parents=True)
             timings.write_text(json.dumps({"phases": PHASES, "ssh_ready_s": {"node1": 29.0}}))
+            (timings.parent / "up-timeline.svg").write_text("<svg/>\n")
             return 60.0
         if args[0] == "lab.snapshot":
             LabDir(args[3]).save(LabState(name=args[3], subnet_index=5, network="n", bridge="b", snapshots={
@@ -198,6 +199,7 @@ def test_a_whole_run_with_fakes_goes_on_after_a_failed_step_and_removes_its_labs
         name="debian-12", arch="amd64", source="t", key="k", path=tmp_path, built_at="now", build_seconds=1))
     monkeypatch.setattr(bench, "machine_info", lambda kernel, arch: {"cores": 2})
     monkeypatch.setattr(bench, "_invoke", fake_invoke)
+    monkeypatch.setattr(bench, "TIMELINE_COPY", tmp_path / "out" / "timeline.svg")
     monkeypatch.setattr(bench, "boot_to_ssh", lambda _lab, image, _arch, _out: 10.0 if image == bench.IMAGE else 30.0)
     monkeypatch.setattr(bench, "Lab", FakeLab)
     monkeypatch.setattr(bench, "_footprint", no_footprint)
@@ -211,6 +213,9 @@ def test_a_whole_run_with_fakes_goes_on_after_a_failed_step_and_removes_its_labs
     assert report["disk_per_node_mb"] is None
     assert (report["snapshot3_s"], report["revert3_s"], report["ratio_revert3_up3"]) == (1.0, 9.0, 0.15)
     assert report["snapshot_mb_by_node"] == {"node1": 200.0, "node2": 100.0} and report["snapshot_mb_per_node"] == 150.0
+    # The 3-node run's timeline outlives its lab.
+    assert report["timeline_svg"] == str(tmp_path / "out" / "timeline.svg")
+    assert (tmp_path / "out" / "timeline.svg").read_text() == "<svg/>\n"
     ups = [c for c in commands if c[0] == "lab.up"]
     assert all(c[-2:] == ("--k0s-binary", "/k0s") for c in ups)
     assert {c[4] for c in ups} <= set(downed)
