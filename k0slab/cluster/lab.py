@@ -484,7 +484,9 @@ class Lab:
             if existing and profile.controller.name in existing.nodes else node_ip(index, 1)
         )
         progress(f"plan for lab {self.name} (profile {profile.name}, provider {profile.provider}); nothing is created")
-        progress("phases: " + " -> ".join(p.title for p in self._phases(None, progress)))
+        progress("phases:")
+        for phase in self._phases(None, progress):
+            progress(f"  {phase.title}: {phase.plan}")
         bundles = (["the release's airgap bundle"] if options.airgap else []) + [str(p) for p in options.airgap_bundles]
         progress(f"egress {profile.egress}; airgap images: {', '.join(bundles) or 'none'}")
         taken = {n.index for n in existing.nodes.values()} if existing else set()
@@ -511,16 +513,28 @@ class Lab:
             return lambda: method(run)
 
         return [
-            Phase("resolve k0s binary", bound(self._resolve_binary)),
-            Phase("check airgap bundles", bound(self._prepare_airgap), check(self._wants_airgap)),
-            Phase("create network and VMs", bound(self._create_vms), check(self._vms_missing)),
-            Phase("wait for SSH", bound(self._wait_ssh)),
-            Phase("push k0s binary and config", bound(self._push)),
-            Phase("restore the backup on the controller", bound(self._restore_backup), check(self._restore_pending)),
-            Phase("cluster CA and join token", bound(self._join_material), check(self._workers_to_join)),
-            Phase("install and start k0s on every node", bound(self._start_k0s)),
-            Phase("wait for /readyz and every node Ready", bound(self._wait_ready)),
-            Phase("fetch the admin kubeconfig", bound(self._fetch_kubeconfig)),
+            Phase("resolve k0s binary", bound(self._resolve_binary),
+                  plan="download and verify the release binary per arch (or check --k0s-binary), "
+                       "and put it on a read-only disk"),
+            Phase("check airgap bundles", bound(self._prepare_airgap), check(self._wants_airgap),
+                  plan="with --airgap/--airgap-bundle: check the bundles hold every image k0s needs, "
+                       "before any VM exists"),
+            Phase("create network and VMs", bound(self._create_vms), check(self._vms_missing),
+                  plan="define the lab network with a DHCP reservation per node, an overlay and a domain per VM"),
+            Phase("wait for SSH", bound(self._wait_ssh),
+                  plan="pin each node's host key from the guest agent, then wait for root SSH"),
+            Phase("push k0s binary and config", bound(self._push),
+                  plan="copy k0s from the binary disk on each node, /etc/k0s/k0s.yaml on the controller"),
+            Phase("restore the backup on the controller", bound(self._restore_backup), check(self._restore_pending),
+                  plan="lab.restore only: k0s restore on the first controller before its first start"),
+            Phase("cluster CA and join token", bound(self._join_material), check(self._workers_to_join),
+                  plan="make the lab CA and a worker join token for the nodes that have not joined"),
+            Phase("install and start k0s on every node", bound(self._start_k0s),
+                  plan="k0s install and start: the controller first, then the workers with the token"),
+            Phase("wait for /readyz and every node Ready", bound(self._wait_ready),
+                  plan="poll /readyz and the Node objects; fail early on a cause waiting cannot cure"),
+            Phase("fetch the admin kubeconfig", bound(self._fetch_kubeconfig),
+                  plan="admin.conf pointed at the controller's lab IP, with the lab's names"),
         ]
 
     def _fingerprint(self, run: _Run) -> str:

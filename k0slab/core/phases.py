@@ -1,6 +1,6 @@
 """Bring-up as an ordered list of small phases (the idea of k0sctl's phase manager).
 
-Each phase has a title, a cheap "does it need to run" test and a run step. The manager prints
+Each phase has a title, a cheap "does it need to run" test, a run step and its plan in words. The manager prints
 each phase with its duration, skips those with nothing to do (which is what makes a re-run
 on a ready lab fast), records timings, and stops at the first error.
 """
@@ -20,6 +20,7 @@ class Phase:
     title: str
     run: Callable[[], None]
     should_run: Callable[[], bool] = field(default=lambda: True)
+    plan: str = ""  # what the phase does, in words: `lab.up --dry-run` prints it
 
 
 class PhaseManager:

@@ -20,6 +20,13 @@ from .conftest import INVOKE, REPO, STANDIN, invoke, lab_leftovers
 
 pytestmark = pytest.mark.vm
 SMALL = ("--memory", "1G", "--k0s-binary", str(STANDIN))
+CTRL_C_EXIT_S: dict[str, float] = {}  # phase -> seconds from SIGINT to exit, printed at the end
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_ctrl_c_timings():
+    yield
+    print(f"\nCtrl-C to exit, by phase (s): {json.dumps(CTRL_C_EXIT_S)}")
 
 
 def test_a_vm_that_never_boots_fails_in_bounded_time_with_its_console(tmp_path: Path):
@@ -62,10 +69,15 @@ def _up_until(lab: str, phase: str, nodes: str = "2") -> int:
         if f"==> {phase}" in line:
             time.sleep(0.5)
             process.send_signal(signal.SIGINT)
+            sent = time.monotonic()
             break
     else:
         raise AssertionError(f"phase {phase!r} never started:\n{''.join(seen)}")
     rest = process.communicate(timeout=60)[0]
+    # Issue 14's target is 2 s; the slack is for 2 cores busy with emulated guests.
+    took = time.monotonic() - sent
+    assert took < 10, f"Ctrl-C in {phase!r} took {took:.1f}s to exit"
+    CTRL_C_EXIT_S[phase] = round(took, 1)
     assert "interrupted" in rest, rest
     return process.returncode
 

@@ -35,4 +35,11 @@ def test_a_task_that_needs_root_refuses_at_once(not_root: None, tmp_path, capsys
 
 def test_a_dry_run_needs_no_root(not_root: None, capsys: pytest.CaptureFixture[str]) -> None:
     lab.lab_up.body(None, nodes="2", dry_run=True)
-    assert "kind: ClusterConfig" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "kind: ClusterConfig" in out
+    # Every phase says, in words, what it would do.
+    assert "  create network and VMs: define the lab network with a DHCP reservation per node" in out
+    lines = [line.split("s ", 1)[1] for line in out.splitlines() if line.strip()[:1].isdigit()]
+    start = lines.index("phases:")
+    plans = lines[start + 1:lines.index(next(x for x in lines[start:] if x.startswith("egress ")))]
+    assert len(plans) == 10 and all(p.startswith("  ") and len(p.split(": ", 1)[1]) > 20 for p in plans)
