@@ -140,8 +140,18 @@ def _unexpected(bug: Exception) -> K0slabError:
     except OSError:
         where = "the traceback could not be saved"
     first_line = (str(bug).strip().splitlines() or [""])[0][:300]
+    known = _LIBRARY_HINTS.get(type(bug).__module__.split(".")[0])
+    if known is not None:
+        return K0slabError(f"{known[0]}: {first_line}", f"{known[1]}; {where}")
     return K0slabError(f"unexpected {type(bug).__name__}: {first_line}",
                        f"{where}; please report it with the command you ran")
+
+
+# Failures of the libraries underneath that no layer translated: what they mean, and where to look.
+_LIBRARY_HINTS = {
+    "libvirt": ("libvirt failed", "check libvirtd with: k0slab host.status, and its log in /var/log/libvirt/"),
+    "paramiko": ("SSH to a node failed", "check the node with: k0slab lab.status, and its console log"),
+}
 
 
 def remainder_argv() -> list[str]:

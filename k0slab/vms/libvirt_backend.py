@@ -65,6 +65,32 @@ def _allocated_bytes(path: Path) -> int:
     return path.stat().st_blocks * 512
 
 
+# A libvirtd that stops answering (hung, killed, its namespace gone) fails every call on the
+# connection after about KEEPALIVE_INTERVAL_S * (KEEPALIVE_COUNT + 1) seconds instead of blocking
+# forever. The daemon answers keepalives from its own event loop, so a slow call (a define while
+# QEMU is probed, a memory snapshot) is not cut short.
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 5
+_events_lock = threading.Lock()
+_events_running = False
+
+
+def _start_event_loop() -> None:
+    """libvirt's client-side keepalive needs an event loop: one daemon thread serves every connection."""
+    global _events_running
+    with _events_lock:
+        if _events_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_events, name="libvirt-events", daemon=True).start()
+        _events_running = True
+
+
+def _run_events() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
 class LibvirtBackend:
     name = "libvirt"
 
@@ -77,7 +103,9 @@ class LibvirtBackend:
         with self._lock:
             if self._conn is None:
                 try:
+                    _start_event_loop()
                     self._conn = libvirt.open(_uri())
+                    self._conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
                 except libvirt.libvirtError as exc:
                     raise K0slabError(
                         f"libvirt at {_uri()} is not reachable ({str(exc).splitlines()[0]})",

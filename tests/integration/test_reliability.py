@@ -168,3 +168,23 @@ def test_prune_removes_only_what_no_lab_owns():
         foreign.undefine()
         conn.close()
 
+
+
+def test_a_libvirtd_that_stops_answering_fails_calls_in_bounded_time():
+    """Issue 14's bounds for libvirt: a frozen daemon (SIGSTOP) ends a call by keepalive, not never."""
+    from k0slab.vms import libvirt_backend
+
+    backend = libvirt_backend.LibvirtBackend()
+    backend.conn.listAllDomains(0)  # connected while the daemon still answers
+    pid = int(subprocess.run(["pidof", "libvirtd"], capture_output=True, text=True, check=True).stdout.split()[0])
+    bound = libvirt_backend.KEEPALIVE_INTERVAL_S * (libvirt_backend.KEEPALIVE_COUNT + 1)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(libvirt.libvirtError):
+            backend.conn.listAllDomains(0)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert waited < bound + 15, f"the call failed only after {waited:.0f}s"
+    libvirt.open("qemu:///system").close()  # the daemon answers again

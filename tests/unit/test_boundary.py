@@ -107,3 +107,23 @@ def test_progress_prints_brackets_as_written(capsys):
     ui.progress("[skip] push k0s binary: nothing to do, see [/var/lib/k0slab/x]")
     out = capsys.readouterr().out
     assert "[skip] push k0s binary: nothing to do, see [/var/lib/k0slab/x]" in out
+
+
+def test_an_untranslated_libvirt_error_names_libvirt_and_where_to_look(tmp_path: Path, monkeypatch, capsys):
+    import libvirt
+    from invoke import Exit
+
+    from k0slab.cli.common import friendly
+
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setenv("K0SLAB_HOME", str(tmp_path / "home"))
+
+    @friendly
+    def lab_status(c=None):
+        raise libvirt.libvirtError("internal error: connection closed due to keepalive timeout")
+
+    with pytest.raises(Exit):
+        lab_status()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: libvirt failed: internal error: connection closed due to keepalive timeout")
+    assert "k0slab host.status" in line and "the traceback is in" in line
