@@ -40,7 +40,6 @@ from k0slab.vms.arch import host_arch
 from k0slab.vms.network import allocate_subnet, node_ip
 from k0slab.core import cancel, timeline
 from k0slab.core.phases import Phase, PhaseManager
-from k0slab.core.timeline import Timeline
 from k0slab.core.profile import CONTROLLER_ROLES, NodeSpec, Profile
 from k0slab.vms.remote import RemoteCommandError
 from k0slab.vms.ssh import SSHNode
@@ -60,6 +59,8 @@ QEMU_OVERHEAD_BYTES = 300 << 20
 JOIN_TOKEN_TTL = dt.timedelta(hours=2)
 # Left in a lab.dump-logs folder: its files are k0slab's own, so the next dump may replace them.
 DUMP_MARKER = ".k0slab-dump"
+# Files of the lab's logs folder that a dump copies as they are.
+DUMPED_LAB_LOGS = ("up-timings.json", "up-timeline.svg", "vagrant.log")
 
 
 @dataclass
@@ -136,7 +137,7 @@ class Lab:
             run = _Run(options=options, state=state)
             if self._unchanged_and_ready(run, progress):
                 return {"check a ready lab": 0.0}
-            manager = PhaseManager(progress, Timeline())
+            manager = PhaseManager(progress)
             self._manager = manager
             try:
                 manager.run(self._phases(run, progress))
@@ -148,7 +149,7 @@ class Lab:
 
     def _write_timings(self, manager: PhaseManager, run: _Run) -> None:
         """up-timings.json, and the same run per node as a picture: up-timeline.svg."""
-        spans = manager.timeline.spans if manager.timeline else []
+        spans = manager.timeline.spans
         write_private(self.dir.logs_dir / "up-timings.json", json.dumps(
             {"phases": manager.timings, "ssh_ready_s": run.ssh_seconds,
              "spans": [dataclasses.asdict(span) for span in spans]}, indent=2), mode=0o644)
@@ -311,7 +312,7 @@ class Lab:
         that k0slab did not write are never replaced without force."""
         state = self.dir.load()
         names = [f"{n.name}{suffix}" for n in state.nodes.values() for suffix in (".console.log", ".k0s.log")]
-        names += ["up-timings.json", "up-timeline.svg", "vagrant.log", "state.json"]
+        names += [*DUMPED_LAB_LOGS, "state.json"]
         taken = sorted(name for name in names if (folder / name).exists())
         if taken and not force and not (folder / DUMP_MARKER).exists():
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
@@ -329,7 +330,7 @@ class Lab:
                     target = folder / f"{node.name}.k0s.log"
                     target.write_text(self.logs(node.name))
                     written.append(target)
-        for extra in ("up-timings.json", "up-timeline.svg", "vagrant.log"):
+        for extra in DUMPED_LAB_LOGS:
             source = self.dir.logs_dir / extra
             if source.exists():
                 written.append(Path(shutil.copy(source, folder / extra)))
@@ -644,7 +645,7 @@ class Lab:
         return [run.state.nodes[n.name] for n in run.options.profile.nodes]
 
     def _wait_ssh(self, run: _Run, progress: Progress) -> None:
-        drawing = self._manager.timeline if self._manager else None
+        drawing = self._manager.timeline if self._manager else None  # None outside `up`
         started = drawing.now() if drawing else 0.0
 
         def ready(node: NodeState, seconds: float) -> None:
@@ -666,8 +667,7 @@ class Lab:
                      type(error).__name__, error, state.attempt_number + 1, SSH_STEP_ATTEMPTS)
 
         manager = self._manager
-        drawn = (manager.timeline.span(node.name, manager.current) if manager and manager.timeline
-                 else contextlib.nullcontext())
+        drawn = manager.timeline.span(node.name, manager.current) if manager else contextlib.nullcontext()
         with drawn:
             for attempt in Retrying(
                 retry=retry_if_exception_type(SSH_TRANSPORT_ERRORS), stop=stop_after_attempt(SSH_STEP_ATTEMPTS),

@@ -19,10 +19,6 @@ def cancel() -> None:
     _event.set()
 
 
-def is_cancelled() -> bool:
-    return _event.is_set()
-
-
 def raise_if_cancelled() -> None:
     if _event.is_set():
         raise Cancelled()

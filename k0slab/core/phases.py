@@ -6,7 +6,6 @@ on a ready lab fast), records timings, and stops at the first error.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +23,10 @@ class Phase:
 
 
 class PhaseManager:
-    def __init__(self, progress: Callable[[str], None], timeline: Timeline | None = None) -> None:
+    def __init__(self, progress: Callable[[str], None]) -> None:
         self.progress = progress
         self.timings: dict[str, float] = {}
-        self.timeline = timeline
+        self.timeline = Timeline()
         self.current = ""  # the title of the phase that runs now (node steps are drawn under it)
 
     def run(self, phases: list[Phase]) -> dict[str, float]:
@@ -41,7 +40,7 @@ class PhaseManager:
             self.current = phase.title
             started = time.monotonic()
             try:
-                with self.timeline.span(PHASES_LANE, phase.title) if self.timeline else contextlib.nullcontext():
+                with self.timeline.span(PHASES_LANE, phase.title):
                     phase.run()
             finally:
                 self.timings[phase.title] = round(time.monotonic() - started, 2)

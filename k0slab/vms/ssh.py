@@ -225,33 +225,28 @@ class SSHNode:
             f"mkdir -p {shlex.quote(os.path.dirname(path) or '/')} && "
             f"install -m {mode:o} /dev/null {shlex.quote(path)}"
         )
-        with self._transfer(f"sftp write {path}"):
-            with self._sftp().open(path, "wb") as handle:
+        with self._transfer(f"sftp write {path}") as sftp:
+            with sftp.open(path, "wb") as handle:
                 handle.set_pipelined(True)
                 handle.write(data)
 
     def put_file(self, local: Path, path: str, mode: int | None = None) -> None:
         with self._transfer(f"sftp put {path}"):
-            self._sftp()
-            self._connect().put(str(local), remote=path)
+            self._connect().put(str(local), remote=path)  # fabric reuses the bounded session
         if mode is not None:
             self.run(f"chmod {mode:o} {shlex.quote(path)}")
 
     def get_file(self, path: str, local: Path) -> None:
         with self._transfer(f"sftp get {path}"):
-            self._sftp()
             self._connect().get(path, local=str(local))
 
-    def _sftp(self) -> paramiko.SFTPClient:
+    @contextlib.contextmanager
+    def _transfer(self, what: str) -> Iterator[paramiko.SFTPClient]:
         """The connection's SFTP session, bounded like a command: silent for COMMAND_TIMEOUT_S fails."""
         sftp = self._connect().sftp()
         sftp.get_channel().settimeout(COMMAND_TIMEOUT_S)
-        return sftp
-
-    @contextlib.contextmanager
-    def _transfer(self, what: str) -> Iterator[None]:
         try:
-            yield
+            yield sftp
         except TimeoutError:
             self.close()
             raise RemoteCommandTimeout(self.name, what, COMMAND_TIMEOUT_S,

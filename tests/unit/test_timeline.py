@@ -4,7 +4,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from k0slab.core.phases import Phase, PhaseManager
-from k0slab.core.timeline import PHASES_LANE, Span, Timeline, svg
+from k0slab.core.timeline import PHASES_LANE, Span, svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -28,8 +28,8 @@ def test_the_picture_has_a_lane_per_node_and_a_bar_per_span():
 
 
 def test_the_phase_manager_records_each_phase_it_runs():
-    timeline = Timeline()
-    manager = PhaseManager(lambda _line: None, timeline)
+    manager = PhaseManager(lambda _line: None)
+    timeline = manager.timeline
     manager.run([Phase("one", lambda: None), Phase("skipped", lambda: None, lambda: False), Phase("two", lambda: None)])
     assert [(s.lane, s.label) for s in timeline.spans] == [(PHASES_LANE, "one"), (PHASES_LANE, "two")]
     assert all(s.end_s >= s.start_s >= 0 for s in timeline.spans)
