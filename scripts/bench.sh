@@ -15,7 +15,7 @@ harness_start
 args=("$@")
 if [[ " $* " != *" --k0s-binary"* && " $* " != *" -k "* ]]; then
   # The stand-in is built from tests/standin/k0s_standin into a cache keyed by its sources.
-  standin=$(.venv/bin/python -c 'from tests.standin.standin_build import standin_binary; print(standin_binary())')
+  standin=$(.venv/bin/python -c 'from tests.standin.standin_build import node_standin_binary; print(node_standin_binary())')
   args=(--k0s-binary "$standin" "${args[@]}")
 fi
 harness_run .venv/bin/k0slab bench.up "${args[@]}"

@@ -15,5 +15,7 @@ harness_setup "${K0SLAB_TEST_NETNS:-k0slab-test}" --vagrant
 # Images are built before harness_start, outside the namespace (see scripts/harness.sh).
 .venv/bin/k0slab image.build --arch amd64
 .venv/bin/k0slab image.build --arch arm64
+# So is the k0s stand-in that the VM tests push: it carries Python runtimes extracted from the mirror.
+.venv/bin/python -c 'from tests.standin.standin_build import node_standin_binary; node_standin_binary()'
 harness_start
 harness_run .venv/bin/pytest "$@"

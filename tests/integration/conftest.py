@@ -19,7 +19,7 @@ import libvirt
 import pytest
 
 from k0slab.vms import hostenv
-from tests.standin.standin_build import standin_binary
+from tests.standin.standin_build import node_standin_binary
 
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
@@ -78,8 +78,9 @@ def k0slab_networks(conn: libvirt.virConnect, lab: str) -> list[str]:
     return [n.name() for n in conn.listAllNetworks(0) if n.name() == f"k0slab-{lab}"]
 
 
-# The stand-in as one executable file, built from tests/standin/k0s_standin for the current sources.
-STANDIN = standin_binary()
+# The stand-in as one executable file, built from tests/standin/k0s_standin for the current sources, with
+# the Python runtimes it carries to nodes (scripts/test.sh builds it before entering the namespace).
+STANDIN = node_standin_binary()
 
 
 def node_exec(lab: str, node: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,9 @@ def test_single_node_arm64_lab():
         print(f"arm64 1-node bring-up: {time.monotonic() - started:.1f}s\n{result.stdout}")
         assert _arches(lab) == {"node1": ("arm64", "True")}
         assert node_exec(lab, "node1", "uname -m").stdout.strip() == "aarch64"
+        # Ready on the stand-in's own arm64 Python: the image has none.
+        assert node_exec(lab, "node1", "ls /usr/bin/python3* 2>/dev/null || echo none").stdout.strip() == "none"
+        assert node_exec(lab, "node1", "ls -d /opt/k0s-standin/runtime-arm64-*").returncode == 0
     finally:
         invoke("lab.down", "--lab", lab, check=False)
     assert lab_leftovers(lab) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def _standin_at(version: str, folder: Path) -> Path:
     if not MAKE_VERSION.exists():  # a failure, not a skip: this drill must not pass unseen
         pytest.fail(f"{MAKE_VERSION} is missing: the stand-in's stage 3 (versions, backup/restore, drain) is needed")
     out = folder / f"k0s-{version}"
-    subprocess.run([str(MAKE_VERSION), version, str(out)], check=True, timeout=120)
+    subprocess.run([sys.executable, str(MAKE_VERSION), version, str(out)], check=True, timeout=120)
     return out
 
 

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import tarfile
 import time
-from pathlib import Path
 
 from conftest import start_controller, wait_for
 
-HERE = Path(__file__).resolve().parent
 
 
 def test_namespace_lifecycle_like_kubectl(make_node):
@@ -31,14 +28,6 @@ def test_create_from_a_list_on_stdin(make_node):
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "smoke"}}]}
     assert node.ok("kubectl", "create", "-f", "-", stdin=json.dumps(objects)) == \
         "namespace/smoke created\nconfigmap/c created\n"
-
-
-def test_make_version_writes_a_binary_reporting_that_version(tmp_path):
-    out = tmp_path / "k0s"
-    subprocess.run([str(HERE / "make-version"), "v1.32.1+k0s.0", str(out)], check=True, capture_output=True)
-    assert subprocess.run([str(out), "version"], capture_output=True, text=True).stdout == "v1.32.1+k0s.0\n"
-    bad = subprocess.run([str(HERE / "make-version"), "1.32", str(tmp_path / "bad")], capture_output=True, text=True)
-    assert bad.returncode == 1 and "'1.32' is not a k0s release tag" in bad.stderr and not (tmp_path / "bad").exists()
 
 
 def test_cordon_drain_uncordon_like_kubectl(make_node):
