@@ -4,19 +4,18 @@ A snapshot is an internal qcow2 snapshot of every VM with its memory state (libv
 revert external snapshots; the probe results are in docs/snapshots.md). All VMs are suspended
 before the first is saved and resumed after the last, so the nodes agree on one moment. A revert
 restores every VM paused, resumes them together, corrects their clocks, and returns only once the
-API answers, every node is Ready and the lab's kubeconfig works.
+API answers and every node is Ready, both asked from the host through the lab's own kubeconfig
+(apiclient.LabAPI), so that the kubeconfig is proven too.
 """
 from __future__ import annotations
 
 import datetime as dt
 import re
-import shlex
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import paramiko
-
+from k0slab.cluster.apiclient import LabAPI
 from k0slab.cluster.k0s import bootstrap
 from k0slab.core.errors import K0slabError
 from k0slab.core.phases import Phase, PhaseManager
@@ -26,21 +25,16 @@ from k0slab.core.units import format_size
 from k0slab.core.waits import NotYet, Requirement
 from k0slab.vms.backend import OwnedResource, SnapshotBackend, snapshot_backend
 from k0slab.vms.domain import domain_name
-from k0slab.vms.remote import RemoteCommandError
-from k0slab.vms.ssh import SSHNode
 
 if TYPE_CHECKING:
     from k0slab.cluster.lab import Lab
 
-T = TypeVar("T")
 Progress = Callable[[str], None]
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,38}[a-z0-9])?$")
 # A restored VM runs at once; what remains is heartbeats after the clock jump (kubelet: every 10 s,
 # node-monitor grace 40 s) and the API's own checks. Generous for TCG on a loaded machine.
 REVERT_READY_TIMEOUT_S = 180.0
 GUEST_AGENT_TIMEOUT_S = 30.0
-REMOTE_KUBECONFIG = "/root/.k0slab-revert.kubeconfig"
-SSH_TRANSPORT_ERRORS = (paramiko.SSHException, EOFError, OSError)
 
 
 def validate_snapshot_name(name: str) -> str:
@@ -144,12 +138,8 @@ class Snapshots:
                     f"snapshot {name!r} is recorded but libvirt has none for {', '.join(missing)}",
                     f"remove the record with: invoke lab.snapshot {name} --delete --lab {self.dir.name}",
                 )
-            probe = _ControllerProbe(self.lab.ssh, _controller(state))
             manager = PhaseManager(progress)
-            try:
-                manager.run(self._revert_phases(state, backend, nodes, name, probe))
-            finally:
-                probe.close()
+            manager.run(self._revert_phases(state, backend, nodes, name, self._api(state)))
             state.last_revert = RevertRecord(snapshot=name, k0s_version=record.k0s_version, at=_now())
             if state.k0s_version != record.k0s_version:
                 # The VMs run the snapshot's k0s now: a re-run of lab.up must not take the lab as unchanged.
@@ -162,7 +152,7 @@ class Snapshots:
 
     # --- steps -------------------------------------------------------------------------------
     def _revert_phases(self, state: LabState, backend: SnapshotBackend, nodes: list[NodeState], name: str,
-                       probe: _ControllerProbe) -> list[Phase]:
+                       api: LabAPI) -> list[Phase]:
         """Restore, then each thing a user needs of the lab, in the order it becomes true."""
         hint = (f"k0s journals: invoke lab.logs NODE --lab {self.dir.name}; "
                 f"VMs: invoke lab.status --lab {self.dir.name}")
@@ -177,14 +167,12 @@ class Snapshots:
             Phase("correct the guest clocks", lambda: _parallel(nodes, lambda n: wait(
                 f"the guest agent of {n.name} to set its clock", lambda: backend.set_guest_time(state, n),
                 GUEST_AGENT_TIMEOUT_S))),
-            Phase("API answers /readyz", lambda: wait(
-                f"the API server of {probe.node.name} to answer /readyz with ok", probe.attempt(bootstrap.readyz))),
+            Phase("API answers /readyz through the lab's kubeconfig", lambda: wait(
+                f"the API server at {api.host}:{api.port} to answer /readyz with ok ({self.dir.kubeconfig})",
+                api.readyz)),
             Phase("every node Ready", lambda: wait(
                 f"nodes {', '.join(registered)} to be Ready",
-                probe.attempt(lambda ssh: bootstrap.wait_nodes_ready(ssh, registered)))),
-            Phase("the kubeconfig works", lambda: wait(
-                f"the lab's kubeconfig {self.dir.kubeconfig} to list the nodes",
-                probe.attempt(self._kubeconfig_works))),
+                lambda: bootstrap.check_nodes_ready(api.nodes(), registered))),
         ]
 
     def _record(self, state: LabState, name: str) -> SnapshotRecord:
@@ -225,21 +213,24 @@ class Snapshots:
     def _require_ready(self, state: LabState, backend: SnapshotBackend) -> list[NodeState]:
         nodes = sorted(state.nodes.values(), key=lambda n: n.index)
         registered = [n.name for n in nodes if n.role not in ("controller", "none")]
-        probe = _ControllerProbe(self.lab.ssh, _controller(state))
         try:
             stopped = [f"{n.name} {vm}" for n in nodes if (vm := backend.vm_state(state, n)) != "Running"]
             if stopped:
                 raise NotYet("VMs not running: " + ", ".join(stopped))
-            probe.attempt(lambda ssh: bootstrap.wait_nodes_ready(ssh, registered))()
-        except (NotYet, RemoteCommandError) as exc:
+            bootstrap.check_nodes_ready(self._api(state).nodes(), registered)
+        except NotYet as exc:
             raise K0slabError(
                 f"lab {self.dir.name!r} is not ready ({exc}): "
                 "a snapshot is only taken of a lab whose nodes are all Ready",
                 f"repair it with: invoke lab.up --lab {self.dir.name}, then snapshot again",
             ) from None
-        finally:
-            probe.close()
         return nodes
+
+    def _api(self, state: LabState) -> LabAPI:
+        if _controller(state) is None or not self.dir.kubeconfig.exists():
+            raise K0slabError(f"lab {self.dir.name!r} has no controller or no kubeconfig",
+                              f"bring it up: invoke lab.up --lab {self.dir.name}")
+        return LabAPI(self.dir.kubeconfig)
 
     def _save_all(self, state: LabState, backend: SnapshotBackend, nodes: list[NodeState], name: str,
                   progress: Progress) -> dict[str, int]:
@@ -264,43 +255,6 @@ class Snapshots:
     @staticmethod
     def _delete_everywhere(state: LabState, backend: SnapshotBackend, name: str) -> None:
         _parallel(list(state.nodes.values()), lambda n: backend.delete_snapshot(state, n, name))
-
-    def _kubeconfig_works(self, ssh: SSHNode) -> None:
-        """The host's kubeconfig (certificate, CA, server address) used as it is, from the controller."""
-        ssh.put_text(self.dir.kubeconfig.read_text(), REMOTE_KUBECONFIG, mode=0o600)
-        result = ssh.run(
-            f"{bootstrap.K0S_BINARY} kubectl --kubeconfig {shlex.quote(REMOTE_KUBECONFIG)} get nodes -o name; "
-            f"code=$?; rm -f {shlex.quote(REMOTE_KUBECONFIG)}; exit $code",
-            check=False, timeout=30,
-        )
-        if not result.ok:
-            raise NotYet(f"kubectl with the lab's kubeconfig: {result.last_error_line()}")
-
-
-class _ControllerProbe:
-    """One SSH connection to the controller for a series of probes; a dropped one is reopened."""
-
-    def __init__(self, connect: Callable[[NodeState], SSHNode], controller: NodeState | None) -> None:
-        if controller is None:
-            raise K0slabError("the lab has no controller", "bring it up: invoke lab.up")
-        self._connect, self.node = connect, controller
-        self._ssh: SSHNode | None = None
-
-    def attempt(self, probe: Callable[[SSHNode], T]) -> Callable[[], T]:
-        def once() -> T:
-            if self._ssh is None:
-                self._ssh = self._connect(self.node)
-            try:
-                return probe(self._ssh)
-            except SSH_TRANSPORT_ERRORS as exc:
-                self.close()
-                raise NotYet(f"SSH to {self.node.name}: {type(exc).__name__}: {exc}") from None
-        return once
-
-    def close(self) -> None:
-        if self._ssh is not None:
-            self._ssh.close()
-            self._ssh = None
 
 
 def _controller(state: LabState) -> NodeState | None:

@@ -73,15 +73,27 @@ def up_lab(tmp_path, monkeypatch) -> LabDir:
     folder.save(LabState(name="snap", subnet_index=9, network="k0slab-snap", bridge="k0slab9", profile="default",
                          k0s_version="v1.31.1+k0s.0", nodes={n.name: n for n in nodes}))
     folder.kubeconfig.write_text("apiVersion: v1\n")
-    # Readiness is asked of the controller over SSH: here every node is Ready.
-    monkeypatch.setattr(Lab, "ssh", lambda self, node: _NoSSH())
-    monkeypatch.setattr(snapmod.bootstrap, "wait_nodes_ready", lambda ssh, names: {})
+    # Readiness is asked of the API from the host, through the lab's kubeconfig: here every node is Ready.
+    ReadyAPI.asked = []
+    monkeypatch.setattr(snapmod, "LabAPI", ReadyAPI)
     return folder
 
 
-class _NoSSH:
-    def close(self) -> None:
-        pass
+class ReadyAPI:
+    """The lab's API server as LabAPI sees it, with every node Ready; records what it was asked."""
+    asked: list[str] = []
+    host, port = "10.213.9.11", 6443
+
+    def __init__(self, kubeconfig) -> None:
+        self.kubeconfig = kubeconfig
+
+    def readyz(self) -> None:
+        self.asked.append("readyz")
+
+    def nodes(self) -> list[dict]:
+        self.asked.append("nodes")
+        return [{"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+                for name in ("node1", "node2")]
 
 
 def test_take_suspends_every_vm_before_saving_any_and_resumes_all_after(up_lab):
@@ -134,15 +146,13 @@ def test_revert_restores_all_paused_then_resumes_and_records_the_snapshot(up_lab
     snapshots = Snapshots(Lab("snap", backend=backend))
     snapshots.take("clean", [].append)
     backend.calls.clear()
-    asked: list[str] = []
-    monkeypatch.setattr(snapmod.bootstrap, "readyz", lambda ssh: asked.append("readyz"))
-    monkeypatch.setattr(Snapshots, "_kubeconfig_works", lambda self, ssh: asked.append("kubeconfig"))
+    ReadyAPI.asked.clear()
     timings = snapshots.revert("clean", [].append)
     assert backend.calls[:4] == ["revert node1", "revert node2", "resume node1", "resume node2"]
     assert sorted(backend.calls[4:]) == ["time node1", "time node2"]
-    assert asked == ["readyz", "kubeconfig"]
+    assert ReadyAPI.asked == ["readyz", "nodes"]
     assert list(timings) == ["restore every VM's memory and disk", "correct the guest clocks",
-                             "API answers /readyz", "every node Ready", "the kubeconfig works"]
+                             "API answers /readyz through the lab's kubeconfig", "every node Ready"]
     last = up_lab.load().last_revert
     assert last is not None and (last.snapshot, last.k0s_version) == ("clean", "v1.31.1+k0s.0")
 
