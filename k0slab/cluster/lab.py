@@ -42,7 +42,7 @@ from k0slab.core import cancel, timeline
 from k0slab.core.phases import Phase, PhaseManager
 from k0slab.core.profile import CONTROLLER_ROLES, NodeSpec, Profile
 from k0slab.vms.remote import RemoteCommandError
-from k0slab.vms.ssh import SSHNode
+from k0slab.vms.ssh import RemoteTally, SSHNode, tallied
 from k0slab.core.paths import data_home, labs_dir, vm_disks_dir
 from k0slab.core.state import LabDir, LabState, NodeState, all_labs, write_private
 from k0slab.core.units import format_size, parse_size
@@ -139,19 +139,21 @@ class Lab:
                 return {"check a ready lab": 0.0}
             manager = PhaseManager(progress)
             self._manager = manager
-            try:
-                manager.run(self._phases(run, progress))
-            finally:
-                self._manager = None
-                self._write_timings(manager, run)
+            with tallied(lambda: manager.current) as tally:
+                try:
+                    manager.run(self._phases(run, progress))
+                finally:
+                    self._manager = None
+                    self._write_timings(manager, run, tally)
             self._summary(state, progress)
             return manager.timings
 
-    def _write_timings(self, manager: PhaseManager, run: _Run) -> None:
-        """up-timings.json, and the same run per node as a picture: up-timeline.svg."""
+    def _write_timings(self, manager: PhaseManager, run: _Run, tally: RemoteTally) -> None:
+        """up-timings.json (with the SSH connections and commands each node took, per phase), and the
+        same run per node as a picture: up-timeline.svg."""
         spans = manager.timeline.spans
         write_private(self.dir.logs_dir / "up-timings.json", json.dumps(
-            {"phases": manager.timings, "ssh_ready_s": run.ssh_seconds,
+            {"phases": manager.timings, "ssh_ready_s": run.ssh_seconds, "remote": tally.by_node(),
              "spans": [dataclasses.asdict(span) for span in spans]}, indent=2), mode=0o644)
         write_private(self.dir.logs_dir / "up-timeline.svg", timeline.svg(spans, f"lab.up {self.name}"), mode=0o644)
 

@@ -16,7 +16,8 @@ import contextlib
 import os
 import shlex
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paramiko
@@ -122,6 +123,55 @@ def netns_proxy_command(host: str, port: int = 22) -> str | None:
     return f"ip netns exec {shlex.quote(netns)} nc {host} {port}"
 
 
+class RemoteTally:
+    """SSH connections, remote commands and file transfers, per node and per phase of the run that
+    counts them: the budget of a bring-up (issue 14: one connection per node per phase, a few
+    commands), which lab.up writes into up-timings.json and the benchmark reports."""
+
+    KINDS = ("connections", "commands", "transfers")
+
+    def __init__(self, phase_of: Callable[[], str]) -> None:
+        self._phase_of = phase_of
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], Counter[str]] = {}
+
+    def add(self, node: str, kind: str) -> None:
+        with self._lock:
+            self._counts.setdefault((node, self._phase_of()), Counter())[kind] += 1
+
+    def by_node(self) -> dict[str, dict[str, dict[str, int]]]:
+        """{node: {phase: {kind: count}}}, every kind present, and the node's totals under "total"."""
+        with self._lock:
+            found: dict[str, dict[str, dict[str, int]]] = {}
+            for (node, phase), counted in self._counts.items():
+                found.setdefault(node, {})[phase] = {kind: counted[kind] for kind in self.KINDS}
+        for phases in found.values():
+            phases["total"] = {kind: sum(p[kind] for p in phases.values()) for kind in self.KINDS}
+        return dict(sorted(found.items()))
+
+
+# The tally of the run in progress. One per process, like the run itself: every SSHNode made while it
+# is set reports to it, whichever thread it runs on (a context variable would not reach pool threads).
+_tally: RemoteTally | None = None
+
+
+@contextlib.contextmanager
+def tallied(phase_of: Callable[[], str]) -> Iterator[RemoteTally]:
+    """Count every connection, command and transfer of the enclosed run."""
+    global _tally
+    tally = _tally = RemoteTally(phase_of)
+    try:
+        yield tally
+    finally:
+        _tally = None
+
+
+def _count(node: str, kind: str) -> None:
+    tally = _tally
+    if tally is not None:
+        tally.add(node, kind)
+
+
 class SSHNode:
     """A Runner for one VM over SSH as root (see k0slab.remote.Runner)."""
 
@@ -172,6 +222,7 @@ class SSHNode:
                     f"outside k0slab, run: ssh-keygen -f {self.known_hosts} -R {self.host}",
                 ) from None
             self._connection = connection
+            _count(self.name, "connections")
         return self._connection
 
     def probe(self) -> None:
@@ -189,6 +240,7 @@ class SSHNode:
         self, command: str, *, stdin: str | None = None, check: bool = True, timeout: float | None = None
     ) -> CommandResult:
         connection = self._connect()
+        _count(self.name, "commands")
         bound = COMMAND_TIMEOUT_S if timeout is None else timeout
         channel = connection.client.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)
         channel.settimeout(bound)
@@ -244,6 +296,7 @@ class SSHNode:
     def _transfer(self, what: str) -> Iterator[paramiko.SFTPClient]:
         """The connection's SFTP session, bounded like a command: silent for COMMAND_TIMEOUT_S fails."""
         sftp = self._connect().sftp()
+        _count(self.name, "transfers")
         sftp.get_channel().settimeout(COMMAND_TIMEOUT_S)
         try:
             yield sftp

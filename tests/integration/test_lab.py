@@ -37,9 +37,17 @@ def test_three_nodes_ready_with_lab_ips(lab):
         assert ready_of(item) == "True"
         internal = [a["address"] for a in item["status"]["addresses"] if a["type"] == "InternalIP"]
         assert internal == [ips[name]]
+    # The node image has no Python (k0s needs none): the stand-in runs on the one it brings along.
+    assert node_exec(LAB, "node1", "ls /usr/bin/python3* 2>/dev/null || echo none").stdout.strip() == "none"
     for phase in ("resolve k0s binary", "create network and VMs", "wait for SSH", "install and start k0s on every node",
                   "wait for /readyz and every node Ready", "fetch the admin kubeconfig"):
         assert f"{phase}: done in" in lab["output"]
+    # What each node cost in SSH, per phase (the benchmark reports the busiest node).
+    remote = json.loads((LabDir(LAB).logs_dir / "up-timings.json").read_text())["remote"]
+    print(f"SSH per node: { {name: phases['total'] for name, phases in remote.items()} }")
+    for name in ("node1", "node2", "node3"):
+        for phase in ("wait for SSH", "push k0s binary and config", "install and start k0s on every node"):
+            assert remote[name][phase]["connections"] >= 1 and remote[name][phase]["commands"] >= 1, (name, phase)
     # Where the time went, per node, as a picture beside up-timings.json.
     picture = ET.fromstring((LabDir(LAB).logs_dir / "up-timeline.svg").read_text())
     lanes = {t.text for t in picture.iter("{http://www.w3.org/2000/svg}text")}
