@@ -31,7 +31,6 @@ class LabAPI:
     """The API server a kubeconfig names, with that kubeconfig's CA and client certificate."""
 
     def __init__(self, kubeconfig: Path, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
-        self.kubeconfig = kubeconfig
         self.timeout_s = timeout_s
         cluster, user = _current_cluster_and_user(kubeconfig)
         server = urlsplit(str(cluster.get("server", "")))

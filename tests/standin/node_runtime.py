@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from k0slab.vms.image import load_recipe
+from k0slab.vms.image import ImageRecipe, load_recipe
 
 # The node image's recipe: the runtime comes from the same Debian release as the node's own libraries.
 NODE_IMAGE = "debian-12"
@@ -41,8 +41,7 @@ UNUSED_STDLIB = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2t
 UNUSED_LIBRARY_DIRS = ("gconv", "krb5")
 
 
-def _recipe_key(arch: str) -> str:
-    recipe = load_recipe(NODE_IMAGE)
+def _recipe_key(recipe: ImageRecipe, arch: str) -> str:
     digest = hashlib.sha256()
     for part in (arch, recipe.suite, recipe.mirror, *recipe.extra_sources, *PACKAGES, *UNUSED_STDLIB,
                  *UNUSED_LIBRARY_DIRS, Path(__file__).read_text()):
@@ -54,13 +53,14 @@ def runtime_archive(arch: str, cache: Path) -> Path:
     """The runtime for arch as a gzip'd tar (lib/ and python/), built once per recipe into cache."""
     if arch not in ARCHES:
         raise ValueError(f"the stand-in has no runtime for {arch!r}; it knows {', '.join(ARCHES)}")
-    archive = cache / f"runtime-{arch}-{_recipe_key(arch)}.tar.gz"
+    recipe = load_recipe(NODE_IMAGE)
+    archive = cache / f"runtime-{arch}-{_recipe_key(recipe, arch)}.tar.gz"
     if archive.exists():
         return archive
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"k0s-standin-runtime-{arch}-", dir=cache) as work:
         extracted, tree = Path(work) / "extracted", Path(work) / "runtime"
-        _extract_packages(arch, extracted, Path(work) / "mmdebstrap.log")
+        _extract_packages(recipe, arch, extracted, Path(work) / "mmdebstrap.log")
         _prune_into(extracted, tree, arch)
         partial = Path(work) / archive.name
         with tarfile.open(partial, "w:gz", compresslevel=6) as packed:
@@ -70,8 +70,7 @@ def runtime_archive(arch: str, cache: Path) -> Path:
     return archive
 
 
-def _extract_packages(arch: str, target: Path, log: Path) -> None:
-    recipe = load_recipe(NODE_IMAGE)
+def _extract_packages(recipe: ImageRecipe, arch: str, target: Path, log: Path) -> None:
     argv = ["mmdebstrap", "--variant=extract", f"--arch={arch}", f"--include={','.join(PACKAGES)}",
             recipe.suite, str(target), recipe.mirror, *recipe.extra_sources]
     with open(log, "wb") as output:
@@ -86,7 +85,7 @@ def _extract_packages(arch: str, target: Path, log: Path) -> None:
 def _prune_into(extracted: Path, tree: Path, arch: str) -> None:
     """Copy what the runtime needs: every shared library into lib/, the interpreter and its modules into
     python/ (a prefix: python/bin, python/lib/python3.11, python/lib/python3/dist-packages)."""
-    triplet, _loader = ARCHES[arch]
+    triplet = ARCHES[arch][0]
     libs = tree / "lib"
     libs.mkdir(parents=True)
     for folder in (extracted / "lib" / triplet, extracted / "usr" / "lib" / triplet):
@@ -96,18 +95,21 @@ def _prune_into(extracted: Path, tree: Path, arch: str) -> None:
     prefix = tree / "python"
     (prefix / "bin").mkdir(parents=True)
     shutil.copy2(extracted / "usr" / "bin" / PYTHON, prefix / "bin" / PYTHON)
-    shutil.copytree(extracted / "usr" / "lib" / PYTHON, prefix / "lib" / PYTHON, symlinks=True,
-                    ignore=lambda folder, names: [n for n in names if Path(folder) == extracted / "usr" / "lib" / PYTHON
-                                                  and n in UNUSED_STDLIB])
+    stdlib = extracted / "usr" / "lib" / PYTHON
+
+    def unused_at_the_top(folder: str, names: list[str]) -> list[str]:
+        return [name for name in names if name in UNUSED_STDLIB] if Path(folder) == stdlib else []
+
+    shutil.copytree(stdlib, prefix / "lib" / PYTHON, symlinks=True, ignore=unused_at_the_top)
     shutil.copytree(extracted / "usr" / "lib" / "python3" / "dist-packages",
                     prefix / "lib" / "python3" / "dist-packages", symlinks=True)
     _byte_compile(prefix / "lib")
 
 
 def _byte_compile(folder: Path) -> None:
-    """Byte-code for the node, made here: the image's python would otherwise compile every module it imports
-    on each run under TCG, unable to cache it in a read-only zipapp. Byte-code is the same on every arch,
-    but only this Python minor's byte-code loads there, so another host Python leaves the sources alone."""
+    """Byte-code for the node, made here once: otherwise every node would compile each stdlib module on its
+    first import, under TCG. Byte-code is the same on every arch, but only this Python minor's loads
+    there, so another host Python leaves the sources alone."""
     if sys.version_info[:2] != (3, 11):
         return
     for source in folder.rglob("*.py"):

@@ -84,8 +84,8 @@ class ReadyAPI:
     asked: list[str] = []
     host, port = "10.213.9.11", 6443
 
-    def __init__(self, kubeconfig) -> None:
-        self.kubeconfig = kubeconfig
+    def __init__(self, _kubeconfig: object) -> None:
+        pass  # the fake answers for any lab
 
     def readyz(self) -> None:
         self.asked.append("readyz")
